@@ -1,0 +1,173 @@
+package main
+
+// Test harness: builds the real letterbox binary once and runs it as a
+// subprocess on loopback ports, reading its log for the readiness signal.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string // path of the built letterbox binary
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "letterbox-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "letterbox")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building letterbox: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// letterbox runs a CLI command to completion and returns stdout, stderr and
+// the exit code.
+func letterbox(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("letterbox %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// testConfig writes a config with every implemented listener on a free
+// loopback port (":0" is resolved by the server; the harness reads the
+// bound addresses from the log).
+func testConfig(t *testing.T, dataDir string, extra string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`hostname = "mx.test.example"
+data_dir = %q
+domains = ["test.example"]
+%s
+[listen]
+smtp = "127.0.0.1:0"
+lmtp = "127.0.0.1:0"
+pop3 = "127.0.0.1:0"
+pop3s = "127.0.0.1:0"
+`, dataDir, extra)
+	path := filepath.Join(t.TempDir(), "letterbox.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// serverProc is a running `letterbox serve`.
+type serverProc struct {
+	cmd   *exec.Cmd
+	addrs map[string]string
+	done  chan struct{}
+
+	mu  sync.Mutex
+	log bytes.Buffer
+}
+
+var listeningRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
+
+// startServer starts `letterbox serve` with args and waits until it logs
+// "ready".
+func startServer(t *testing.T, dir string, args ...string) *serverProc {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProc{cmd: cmd, addrs: map[string]string{}, done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		signalled := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			if m := listeningRE.FindStringSubmatch(line); m != nil {
+				p.addrs[m[1]] = m[2]
+			}
+			p.mu.Unlock()
+			if !signalled && strings.Contains(line, "msg=ready") {
+				signalled = true
+				ready <- nil
+			}
+		}
+		if !signalled {
+			ready <- fmt.Errorf("server exited before ready")
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			<-p.done
+			t.Fatalf("%v; log:\n%s", err, p.Log())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("server not ready after 30s; log:\n%s", p.Log())
+	}
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+func (p *serverProc) Addr(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addrs[name]
+}
+
+func (p *serverProc) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *serverProc) Kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM and returns the exit code.
+func (p *serverProc) Stop(t *testing.T) int {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("server did not stop after SIGTERM; log:\n%s", p.Log())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}

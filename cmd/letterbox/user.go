@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/letterbox/letterbox/internal/auth"
+	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/server"
+)
+
+func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	sub := args[0]
+	fs, cfgPath := newFlagSet("user "+sub, stderr)
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return exitUsage
+	}
+	wantArgs := 1
+	switch sub {
+	case "add", "passwd", "del":
+	case "list":
+		wantArgs = 0
+	default:
+		fmt.Fprintf(stderr, "letterbox user: unknown subcommand %q\n%s", sub, usage)
+		return exitUsage
+	}
+	if len(pos) != wantArgs {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	store, err := server.OpenStore(cfg, newLogger(cfg, stderr))
+	if err != nil {
+		fmt.Fprintf(stderr, "letterbox: %v\n", err)
+		return exitFailure
+	}
+	defer store.Close()
+	ctx := context.Background()
+
+	if sub == "list" {
+		accounts, err := store.Accounts(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "letterbox: %v\n", err)
+			return exitFailure
+		}
+		for _, a := range accounts {
+			fmt.Fprintln(stdout, a.Name)
+		}
+		return exitOK
+	}
+
+	address := strings.ToLower(pos[0])
+	if !validAddress(address) {
+		fmt.Fprintf(stderr, "letterbox user %s: %q is not an address (want user@domain)\n", sub, pos[0])
+		return exitDataErr
+	}
+	switch sub {
+	case "del":
+		if err := store.DeleteAccount(ctx, address); err != nil {
+			return reportAccountErr(stderr, sub, address, err)
+		}
+		fmt.Fprintf(stdout, "deleted %s\n", address)
+		return exitOK
+	case "passwd":
+		// Check first so that nobody types a password for nothing.
+		if _, err := store.Account(ctx, address); err != nil {
+			return reportAccountErr(stderr, sub, address, err)
+		}
+	case "add":
+		domain := address[strings.LastIndexByte(address, '@')+1:]
+		if !slices.Contains(cfg.Domains, domain) {
+			fmt.Fprintf(stderr, "letterbox: warning: %s is not one of the local domains (%s); mail for it will not be accepted\n",
+				domain, strings.Join(cfg.Domains, ", "))
+		}
+	}
+	password, err := readPassword(stdin, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "letterbox user %s: %v\n", sub, err)
+		return exitDataErr
+	}
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		fmt.Fprintf(stderr, "letterbox: %v\n", err)
+		return exitSoftware
+	}
+	if sub == "add" {
+		_, err = store.CreateAccount(ctx, address, hash)
+	} else {
+		err = store.SetPasswordHash(ctx, address, hash)
+	}
+	if err != nil {
+		return reportAccountErr(stderr, sub, address, err)
+	}
+	if sub == "add" {
+		fmt.Fprintf(stdout, "added %s\n", address)
+	} else {
+		fmt.Fprintf(stdout, "password changed for %s\n", address)
+	}
+	return exitOK
+}
+
+func reportAccountErr(stderr io.Writer, sub, address string, err error) int {
+	switch {
+	case errors.Is(err, mailstore.ErrNoSuchAccount):
+		fmt.Fprintf(stderr, "letterbox user %s: no such account %s\n", sub, address)
+		return exitNoUser
+	case errors.Is(err, mailstore.ErrAccountExists):
+		fmt.Fprintf(stderr, "letterbox user %s: account %s already exists\n", sub, address)
+		return exitDataErr
+	case errors.Is(err, mailstore.ErrInvalidName):
+		fmt.Fprintf(stderr, "letterbox user %s: invalid account name %q\n", sub, address)
+		return exitDataErr
+	}
+	fmt.Fprintf(stderr, "letterbox user %s: %v\n", sub, err)
+	return exitFailure
+}
+
+// readPassword reads the first line of stdin when it is not a terminal, or
+// prompts twice without echo when it is.
+func readPassword(stdin io.Reader, stderr io.Writer) (string, error) {
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(stderr, "Password: ")
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(stderr, "Again: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(p1) != string(p2) {
+			return "", errors.New("passwords do not match")
+		}
+		return checkPassword(string(p1))
+	}
+	line, err := bufio.NewReaderSize(stdin, 4096).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", errors.New("no password on standard input")
+	}
+	return checkPassword(strings.TrimRight(line, "\r\n"))
+}
+
+func checkPassword(p string) (string, error) {
+	switch {
+	case p == "":
+		return "", errors.New("empty password")
+	case len(p) > 1024:
+		return "", errors.New("password longer than 1024 bytes")
+	case strings.ContainsAny(p, "\x00\r\n"):
+		return "", errors.New("password contains NUL or line breaks")
+	}
+	return p, nil
+}

@@ -1,0 +1,258 @@
+// Package mailstore is Letterbox's mailbox model: accounts, mailboxes,
+// messages with UIDs, flags and MODSEQs, the expunge log, message bodies
+// (blobs) and change notifications.
+//
+// It exists so that the protocol front ends (smtp, pop3, imap) share one
+// definition of what a mailbox is, and so that storage engines (the embedded
+// SQLite backend, later PostgreSQL) are interchangeable: protocol code talks
+// only to the Store interface below, and every backend passes the same
+// conformance suite in mailstore/storetest.
+//
+// Durability contract (design.md §4): every method that changes state
+// returns only after the change is durable (blob bytes and directory entry
+// fsynced, metadata committed with fsync). A crash at any instant leaves
+// either the old or the new state.
+package mailstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/letterbox/letterbox/internal/message"
+)
+
+// UID is an IMAP unique identifier: strictly ascending within a mailbox and
+// never reused for the mailbox's UIDVALIDITY.
+type UID uint32
+
+// Errors returned by Store implementations. Callers test with errors.Is.
+var (
+	ErrNoSuchAccount = errors.New("mailstore: no such account")
+	ErrAccountExists = errors.New("mailstore: account already exists")
+	ErrNoSuchMailbox = errors.New("mailstore: no such mailbox")
+	ErrMailboxExists = errors.New("mailstore: mailbox already exists")
+	ErrNoSuchMessage = errors.New("mailstore: no such message")
+	// ErrInvalidName is returned for mailbox or account names that cannot
+	// be stored (empty, invalid UTF-8, NUL bytes, empty hierarchy levels).
+	ErrInvalidName = errors.New("mailstore: invalid name")
+	// ErrNotAllowed is returned for operations the model forbids, such as
+	// deleting INBOX.
+	ErrNotAllowed = errors.New("mailstore: operation not allowed")
+	// ErrLocked is returned by LockMailbox when another session holds the
+	// exclusive lock (POP3's [IN-USE]).
+	ErrLocked = errors.New("mailstore: mailbox is locked by another session")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("mailstore: store is closed")
+)
+
+// System flags (RFC 3501 §2.3.2). Keywords are any other atom.
+const (
+	FlagSeen     = `\Seen`
+	FlagAnswered = `\Answered`
+	FlagFlagged  = `\Flagged`
+	FlagDeleted  = `\Deleted`
+	FlagDraft    = `\Draft`
+)
+
+// Special-use attributes (RFC 6154).
+const (
+	SpecialSent    = `\Sent`
+	SpecialDrafts  = `\Drafts`
+	SpecialTrash   = `\Trash`
+	SpecialJunk    = `\Junk`
+	SpecialArchive = `\Archive`
+)
+
+// Inbox is the canonical name of the INBOX mailbox. The name is
+// case-insensitive (RFC 3501 §5.1); stores canonicalise it.
+const Inbox = "INBOX"
+
+// HierarchySeparator separates levels of mailbox names.
+const HierarchySeparator = '/'
+
+// DefaultMailboxes are created with every new account, in this order.
+var DefaultMailboxes = []struct{ Name, SpecialUse string }{
+	{Inbox, ""},
+	{"Sent", SpecialSent},
+	{"Drafts", SpecialDrafts},
+	{"Trash", SpecialTrash},
+	{"Junk", SpecialJunk},
+	{"Archive", SpecialArchive},
+}
+
+// Account is a user of the server. Name is the login name: the full address,
+// lower-cased.
+type Account struct {
+	ID           int64
+	Name         string
+	PasswordHash string // opaque to the store; see package auth
+	Created      time.Time
+}
+
+// Mailbox is one folder of an account, with counters kept exact by the
+// store.
+type Mailbox struct {
+	ID            int64
+	AccountID     int64
+	Name          string
+	SpecialUse    string // "" or one of the Special* constants
+	Subscribed    bool
+	UIDValidity   uint32
+	UIDNext       UID
+	HighestModSeq uint64
+	Messages      uint32 // number of messages
+	Unseen        uint32 // messages without \Seen
+	Size          int64  // sum of message sizes in octets
+}
+
+// Message is one message in one mailbox. Copies in other mailboxes are other
+// Messages sharing a BlobID.
+type Message struct {
+	UID          UID
+	ModSeq       uint64
+	Flags        []string // sorted, deduplicated; system flags with backslash
+	InternalDate time.Time
+	SaveDate     time.Time
+	Size         int64 // octets of the blob, CRLF line endings
+	BlobID       string
+}
+
+// HasFlag reports whether m carries flag (case-insensitive, RFC 3501 §2.3.2).
+func (m *Message) HasFlag(flag string) bool {
+	for _, f := range m.Flags {
+		if strings.EqualFold(f, flag) {
+			return true
+		}
+	}
+	return false
+}
+
+// FlagOp says how StoreFlags combines the given flags with the current ones.
+type FlagOp int
+
+const (
+	FlagsAdd     FlagOp = iota // +FLAGS
+	FlagsRemove                // -FLAGS
+	FlagsReplace               // FLAGS
+)
+
+// Recipient names one target of a delivery.
+type Recipient struct {
+	AccountID int64
+	Mailbox   string // usually Inbox
+}
+
+// Spool receives the bytes of one incoming message before it is committed.
+// Writes normalise line endings to CRLF (a bare LF becomes CRLF). A Spool is
+// consumed by exactly one of Store.Deliver, Store.Append or Abort.
+type Spool interface {
+	io.Writer
+	// Size is the number of octets stored so far (after normalisation).
+	Size() int64
+	// Abort discards the spooled bytes. Calling it after the spool was
+	// consumed is a no-op, so `defer sp.Abort()` is always safe.
+	Abort()
+}
+
+// Blob is an open, immutable message body.
+type Blob interface {
+	io.Reader
+	io.ReaderAt
+	io.Seeker
+	io.Closer
+	Size() int64
+}
+
+// Store is the mail store. All methods are safe for concurrent use, also by
+// several processes sharing one data directory (the CLI's `user` and
+// `deliver` commands run next to `serve`).
+type Store interface {
+	// --- accounts ---
+
+	// CreateAccount creates an account and its DefaultMailboxes.
+	CreateAccount(ctx context.Context, name, passwordHash string) (Account, error)
+	// Account looks an account up by name (case-insensitive).
+	Account(ctx context.Context, name string) (Account, error)
+	// SetPasswordHash replaces the account's password hash.
+	SetPasswordHash(ctx context.Context, name, passwordHash string) error
+	// DeleteAccount removes the account, its mailboxes and messages.
+	DeleteAccount(ctx context.Context, name string) error
+	// Accounts lists all accounts ordered by name.
+	Accounts(ctx context.Context) ([]Account, error)
+
+	// --- mailboxes ---
+
+	// Mailboxes lists the account's mailboxes ordered by name.
+	Mailboxes(ctx context.Context, accountID int64) ([]Mailbox, error)
+	// Mailbox looks a mailbox up by name; "inbox" in any case is INBOX.
+	Mailbox(ctx context.Context, accountID int64, name string) (Mailbox, error)
+	// CreateMailbox creates a mailbox with a fresh UIDVALIDITY that was
+	// never used for this name in this account.
+	CreateMailbox(ctx context.Context, accountID int64, name, specialUse string) (Mailbox, error)
+	// RenameMailbox renames a mailbox and its children (RFC 3501 §6.3.5).
+	// Renaming INBOX moves its messages to the new mailbox and leaves INBOX
+	// empty.
+	RenameMailbox(ctx context.Context, accountID int64, oldName, newName string) error
+	// DeleteMailbox deletes a mailbox and its messages. INBOX cannot be
+	// deleted (ErrNotAllowed).
+	DeleteMailbox(ctx context.Context, accountID int64, name string) error
+	// SetSubscribed sets the subscription flag of a mailbox.
+	SetSubscribed(ctx context.Context, accountID int64, name string, subscribed bool) error
+
+	// --- messages ---
+
+	// NewSpool starts receiving a message.
+	NewSpool() (Spool, error)
+	// Deliver stores the spooled message once and adds it to each
+	// recipient's mailbox, as an unseen message with InternalDate date.
+	// The result has one entry per recipient: nil when that recipient's
+	// copy is durable, or the reason it failed. Deliveries that arrive
+	// concurrently are group-committed. Deliver consumes sp.
+	Deliver(ctx context.Context, sp Spool, date time.Time, rcpts []Recipient) []error
+	// Append stores the spooled message in one mailbox with the given flags
+	// (IMAP APPEND). Deliver consumes sp.
+	Append(ctx context.Context, mailboxID int64, sp Spool, flags []string, date time.Time) (Message, error)
+	// Messages lists the messages of a mailbox ordered by UID.
+	Messages(ctx context.Context, mailboxID int64) ([]Message, error)
+	// MessagesChangedSince lists messages whose MODSEQ is greater than
+	// modseq, ordered by UID (CONDSTORE CHANGEDSINCE).
+	MessagesChangedSince(ctx context.Context, mailboxID int64, modseq uint64) ([]Message, error)
+	// Structure returns the MIME structure computed at delivery.
+	Structure(ctx context.Context, mailboxID int64, uid UID) (*message.Part, error)
+	// OpenBlob opens a message body for reading.
+	OpenBlob(ctx context.Context, blobID string) (Blob, error)
+	// StoreFlags changes the flags of the given messages. Messages whose
+	// MODSEQ is greater than unchangedSince (when non-zero) are not changed
+	// and are returned in failed (CONDSTORE UNCHANGEDSINCE). Only messages
+	// whose flags actually change get a new MODSEQ; they are returned in
+	// changed. UIDs that do not exist are ignored.
+	StoreFlags(ctx context.Context, mailboxID int64, uids []UID, op FlagOp, flags []string, unchangedSince uint64) (changed []Message, failed []UID, err error)
+	// Expunge removes the given messages, records them in the expunge log
+	// and returns the UIDs actually removed, ascending.
+	Expunge(ctx context.Context, mailboxID int64, uids []UID) ([]UID, error)
+	// Copy copies messages to another mailbox of the same account and
+	// returns the new UIDs in the order of the source UIDs (UIDPLUS).
+	Copy(ctx context.Context, srcMailboxID int64, uids []UID, dstMailboxID int64) (srcUIDs, dstUIDs []UID, err error)
+	// Move is Copy followed by Expunge of the sources, atomically.
+	Move(ctx context.Context, srcMailboxID int64, uids []UID, dstMailboxID int64) (srcUIDs, dstUIDs []UID, err error)
+	// Vanished returns UIDs expunged from the mailbox with a MODSEQ greater
+	// than modseq, ascending (QRESYNC VANISHED (EARLIER)).
+	Vanished(ctx context.Context, mailboxID int64, modseq uint64) ([]UID, error)
+
+	// --- sessions and housekeeping ---
+
+	// LockMailbox takes the exclusive lock POP3 needs for its session
+	// (RFC 1939 §8: "the POP3 server then acquires an exclusive-access
+	// lock on the maildrop"). It returns ErrLocked if it is held.
+	LockMailbox(ctx context.Context, mailboxID int64) (unlock func(), err error)
+	// Subscribe returns a subscription to the account's committed changes.
+	Subscribe(accountID int64) *Subscription
+	// CollectGarbage removes blobs no message references any more and that
+	// are not part of a delivery in progress. It returns how many it removed.
+	CollectGarbage(ctx context.Context) (int, error)
+	// Close releases the store. In-flight calls finish first.
+	Close() error
+}

@@ -1,0 +1,545 @@
+package pop3
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/letterbox/letterbox/internal/auth"
+	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
+)
+
+const (
+	testHost     = "pop.test"
+	testUser     = "alice@example.org"
+	testPassword = "correct horse"
+	ioTimeout    = 20 * time.Second // only a guard against a hung test
+)
+
+// cheapHash returns a valid argon2id PHC hash with the smallest parameters
+// auth accepts, so that logins in tests cost microseconds instead of the
+// production 64 MiB. TestRealPasswordHash covers auth.HashPassword.
+func cheapHash(password string) string {
+	salt := []byte("letterbox-salt-1")
+	key := argon2.IDKey([]byte(password), salt, 1, 8, 1, 32)
+	enc := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=8,t=1,p=1$%s$%s", argon2.Version,
+		enc.EncodeToString(salt), enc.EncodeToString(key))
+}
+
+// logRecorder is a slog.Handler that keeps every record as a line of text.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+	attrs []slog.Attr
+	root  *logRecorder
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	root := h.root
+	if root == nil {
+		root = h
+	}
+	root.mu.Lock()
+	root.lines = append(root.lines, b.String())
+	root.mu.Unlock()
+	return nil
+}
+
+func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	root := h.root
+	if root == nil {
+		root = h
+	}
+	return &logRecorder{root: root, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h *logRecorder) WithGroup(string) slog.Handler { return h }
+
+func (h *logRecorder) all() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.lines...)
+}
+
+// hookStore wraps the real store to inject failures or delays into one
+// method; everything else is the real backend.
+type hookStore struct {
+	mailstore.Store
+	expunge func(ctx context.Context, mailboxID int64, uids []mailstore.UID) ([]mailstore.UID, error)
+}
+
+func (h *hookStore) Expunge(ctx context.Context, mailboxID int64, uids []mailstore.UID) ([]mailstore.UID, error) {
+	if h.expunge != nil {
+		return h.expunge(ctx, mailboxID, uids)
+	}
+	return h.Store.Expunge(ctx, mailboxID, uids)
+}
+
+type envOptions struct {
+	stls        bool // TLSConfig set: STLS offered on plain connections
+	implicitTLS bool // the listener is a TLS listener
+	remote      bool // the loopback check says no: a "remote" client
+	idle        time.Duration
+	wrap        func(mailstore.Store) mailstore.Store
+	lookup      auth.LookupFunc // replaces the store lookup
+	hash        string          // password hash of testUser; "" = cheapHash
+	listener    func(net.Listener) net.Listener
+}
+
+type testEnv struct {
+	t       *testing.T
+	store   *sqlite.Store
+	srv     *Server
+	addr    string
+	account mailstore.Account
+	inbox   mailstore.Mailbox
+	logs    *logRecorder
+	ended   chan struct{}
+	ln      net.Listener
+}
+
+func newEnv(t *testing.T, o envOptions) *testEnv {
+	t.Helper()
+	logs := &logRecorder{}
+	st, err := sqlite.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &testEnv{t: t, store: st, logs: logs, ended: make(chan struct{}, 1000)}
+	ctx := context.Background()
+	hash := o.hash
+	if hash == "" {
+		hash = cheapHash(testPassword)
+	}
+	if e.account, err = st.CreateAccount(ctx, testUser, hash); err != nil {
+		t.Fatal(err)
+	}
+	if e.inbox, err = st.Mailbox(ctx, e.account.ID, mailstore.Inbox); err != nil {
+		t.Fatal(err)
+	}
+	var store mailstore.Store = st
+	if o.wrap != nil {
+		store = o.wrap(st)
+	}
+	lookup := o.lookup
+	if lookup == nil {
+		lookup = func(ctx context.Context, user string) (string, string, error) {
+			a, err := st.Account(ctx, user)
+			if errors.Is(err, mailstore.ErrNoSuchAccount) {
+				return "", "", auth.ErrUnknownUser
+			}
+			if err != nil {
+				return "", "", err
+			}
+			return a.Name, a.PasswordHash, nil
+		}
+	}
+	e.srv = &Server{
+		Store: store,
+		Auth: &auth.Authenticator{Lookup: lookup, Throttle: &auth.Throttle{BaseDelay: 10 * time.Millisecond,
+			MaxDelay: 200 * time.Millisecond, Forget: time.Minute, MaxEntries: 1000}},
+		Hostname:     testHost,
+		Logger:       slog.New(logs),
+		IdleTimeout:  o.idle,
+		onSessionEnd: func() { e.ended <- struct{}{} },
+	}
+	if o.stls {
+		e.srv.TLSConfig = serverTLSConfig(t)
+	}
+	if o.remote {
+		e.srv.isLoopback = func(netip.Addr) bool { return false }
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	if o.listener != nil {
+		ln = o.listener(ln)
+	}
+	if o.implicitTLS {
+		ln = tls.NewListener(ln, serverTLSConfig(t))
+	}
+	e.ln = ln
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+		for _, l := range logs.all() {
+			if strings.Contains(l, "panic") {
+				t.Errorf("logged: %s", l)
+			}
+			if strings.Contains(l, testPassword) {
+				t.Errorf("password in log: %s", l)
+			}
+		}
+		if t.Failed() {
+			for _, l := range logs.all() {
+				t.Log("server log:", l)
+			}
+		}
+	})
+	return e
+}
+
+// deliver stores a message in the test user's INBOX and returns its UID.
+func (e *testEnv) deliver(body string) mailstore.UID {
+	e.t.Helper()
+	return deliverTo(e.t, e.store, e.account.ID, body)
+}
+
+func deliverTo(t testing.TB, st mailstore.Store, accountID int64, body string) mailstore.UID {
+	t.Helper()
+	ctx := context.Background()
+	sp, err := st.NewSpool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Abort()
+	if _, err := io.WriteString(sp, body); err != nil {
+		t.Fatal(err)
+	}
+	errs := st.Deliver(ctx, sp, time.Now(), []mailstore.Recipient{{AccountID: accountID, Mailbox: mailstore.Inbox}})
+	if len(errs) != 1 || errs[0] != nil {
+		t.Fatalf("Deliver: %v", errs)
+	}
+	mb, err := st.Mailbox(ctx, accountID, mailstore.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mb.UIDNext - 1
+}
+
+// messages returns the INBOX messages from the store.
+func (e *testEnv) messages() []mailstore.Message {
+	e.t.Helper()
+	ms, err := e.store.Messages(context.Background(), e.inbox.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ms
+}
+
+// waitSessionEnd waits until a session has fully ended on the server.
+func (e *testEnv) waitSessionEnd() {
+	e.t.Helper()
+	select {
+	case <-e.ended:
+	case <-time.After(ioTimeout):
+		e.t.Fatal("session did not end")
+	}
+}
+
+// client is a minimal POP3 client that shows the exact bytes.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (e *testEnv) dialRaw() *client {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	return &client{t: e.t, conn: conn, r: bufio.NewReader(conn)}
+}
+
+// dial connects and checks the greeting.
+func (e *testEnv) dial() *client {
+	e.t.Helper()
+	c := e.dialRaw()
+	c.expect("+OK " + testHost + " Letterbox POP3 server ready")
+	return c
+}
+
+// dialTLS connects to an implicit-TLS listener.
+func (e *testEnv) dialTLS() *client {
+	e.t.Helper()
+	conn, err := tls.Dial("tcp", e.addr, clientTLSConfig(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	c := &client{t: e.t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect("+OK " + testHost + " Letterbox POP3 server ready")
+	return c
+}
+
+// login logs in with USER/PASS.
+func (e *testEnv) login() *client {
+	e.t.Helper()
+	c := e.dial()
+	c.cmdExpect("USER "+testUser, "+OK send PASS")
+	c.cmdPrefix("PASS "+testPassword, "+OK maildrop locked and ready")
+	return c
+}
+
+func (c *client) deadline() {
+	c.conn.SetDeadline(time.Now().Add(ioTimeout))
+}
+
+func (c *client) send(lines ...string) {
+	c.t.Helper()
+	c.deadline()
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l + "\r\n")
+	}
+	if _, err := io.WriteString(c.conn, b.String()); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// line reads one response line and returns it without CRLF; it fails if
+// the line does not end in CRLF.
+func (c *client) line() string {
+	c.t.Helper()
+	c.deadline()
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v (got %q)", err, l)
+	}
+	if !strings.HasSuffix(l, "\r\n") {
+		c.t.Fatalf("line %q does not end in CRLF", l)
+	}
+	return strings.TrimSuffix(l, "\r\n")
+}
+
+func (c *client) expect(want string) {
+	c.t.Helper()
+	if got := c.line(); got != want {
+		c.t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func (c *client) expectPrefix(prefix string) string {
+	c.t.Helper()
+	got := c.line()
+	if !strings.HasPrefix(got, prefix) {
+		c.t.Fatalf("got %q, want prefix %q", got, prefix)
+	}
+	return got
+}
+
+func (c *client) cmd(line string) string {
+	c.t.Helper()
+	c.send(line)
+	return c.line()
+}
+
+func (c *client) cmdExpect(line, want string) {
+	c.t.Helper()
+	c.send(line)
+	if got := c.line(); got != want {
+		c.t.Fatalf("%s: got %q, want %q", line, got, want)
+	}
+}
+
+func (c *client) cmdPrefix(line, prefix string) string {
+	c.t.Helper()
+	c.send(line)
+	got := c.line()
+	if !strings.HasPrefix(got, prefix) {
+		c.t.Fatalf("%s: got %q, want prefix %q", line, got, prefix)
+	}
+	return got
+}
+
+// multi reads the body of a multi-line response up to the terminating
+// line and returns the lines, dot-stuffing removed.
+func (c *client) multi() []string {
+	c.t.Helper()
+	var lines []string
+	for {
+		l := c.line()
+		if l == "." {
+			return lines
+		}
+		lines = append(lines, strings.TrimPrefix(l, "."))
+	}
+}
+
+// multiRaw reads the body of a multi-line response and returns the octets
+// as sent (dot-stuffed, with the terminating line).
+func (c *client) multiRaw() string {
+	c.t.Helper()
+	var b strings.Builder
+	for {
+		c.deadline()
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		b.WriteString(l)
+		if l == ".\r\n" {
+			return b.String()
+		}
+	}
+}
+
+// expectEOF checks that the server closed the connection.
+func (c *client) expectEOF() {
+	c.t.Helper()
+	c.deadline()
+	rest, err := io.ReadAll(c.r)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		// A reset also means closed, but we expect an orderly close.
+		c.t.Fatalf("expected EOF, got %v", err)
+	}
+	if len(rest) != 0 {
+		c.t.Fatalf("unexpected data before EOF: %q", rest)
+	}
+}
+
+// retrieve runs RETR and returns the message as the client decodes it.
+func (c *client) retrieve(n int) (announced string, body string) {
+	c.t.Helper()
+	announced = c.cmdPrefix(fmt.Sprintf("RETR %d", n), "+OK ")
+	return announced, decodeMulti(c.t, c.multiRaw())
+}
+
+// decodeMulti removes dot-stuffing and the terminating line, RFC 1939 §3.
+func decodeMulti(t testing.TB, raw string) string {
+	t.Helper()
+	if !strings.HasSuffix(raw, ".\r\n") || (raw != ".\r\n" && !strings.HasSuffix(raw, "\r\n.\r\n")) {
+		t.Fatalf("bad multi-line response %q", raw)
+	}
+	body := strings.TrimSuffix(raw, ".\r\n")
+	var b strings.Builder
+	for l := range strings.SplitAfterSeq(body, "\r\n") {
+		b.WriteString(strings.TrimPrefix(l, "."))
+	}
+	return b.String()
+}
+
+var (
+	certOnce sync.Once
+	certPEM  tls.Certificate
+	certPool *x509.CertPool
+)
+
+// testCert generates a self-signed ECDSA certificate for testHost once.
+func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber:          big.NewInt(1),
+			Subject:               pkix.Name{CommonName: testHost},
+			DNSNames:              []string{testHost},
+			IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+			NotBefore:             time.Now().Add(-time.Hour),
+			NotAfter:              time.Now().Add(24 * time.Hour),
+			KeyUsage:              x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			panic(err)
+		}
+		certPEM = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}
+		certPool = x509.NewCertPool()
+		certPool.AddCert(cert)
+	})
+	return certPEM, certPool
+}
+
+func serverTLSConfig(t testing.TB) *tls.Config {
+	cert, _ := testCert(t)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}
+
+func clientTLSConfig(t testing.TB) *tls.Config {
+	_, pool := testCert(t)
+	return &tls.Config{RootCAs: pool, ServerName: testHost, MinVersion: tls.VersionTLS12}
+}
+
+// plainResp is the base64 SASL PLAIN response for the credentials.
+func plainResp(authzid, authcid, password string) string {
+	return base64.StdEncoding.EncodeToString([]byte(authzid + "\x00" + authcid + "\x00" + password))
+}
+
+// countingListener counts the Write calls on accepted connections, to see
+// how responses are batched.
+type countingListener struct {
+	net.Listener
+	mu     sync.Mutex
+	writes int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, l: l}, nil
+}
+
+func (l *countingListener) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.writes
+}
+
+type countingConn struct {
+	net.Conn
+	l *countingListener
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.l.mu.Lock()
+	c.l.writes++
+	c.l.mu.Unlock()
+	return c.Conn.Write(p)
+}

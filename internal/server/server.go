@@ -1,0 +1,223 @@
+// Package server wires a Config into a running mail server: it opens the
+// mail store, builds TLS, the authenticator and the delivery agent, binds
+// every configured listener and runs the protocol servers on them, and shuts
+// them down gracefully. It holds no protocol logic of its own.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/letterbox/letterbox/internal/auth"
+	"github.com/letterbox/letterbox/internal/config"
+	"github.com/letterbox/letterbox/internal/delivery"
+	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
+	"github.com/letterbox/letterbox/internal/pop3"
+	"github.com/letterbox/letterbox/internal/smtp"
+)
+
+// protocolServer is what every protocol package's Server offers.
+type protocolServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// Server is a running Letterbox instance.
+type Server struct {
+	Config *config.Config
+	Store  mailstore.Store
+	Auth   *auth.Authenticator
+	Agent  *delivery.Agent
+	TLS    *tls.Config
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners []*listener
+	wg        sync.WaitGroup
+}
+
+type listener struct {
+	name string
+	l    net.Listener
+	srv  protocolServer
+}
+
+// OpenStore opens the mail store the config names.
+func OpenStore(cfg *config.Config, logger *slog.Logger) (mailstore.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir %s: %w", cfg.DataDir, err)
+	}
+	return sqlite.Open(cfg.DataDir, logger)
+}
+
+// NewAuthenticator returns the authenticator over store's accounts.
+func NewAuthenticator(store mailstore.Store) *auth.Authenticator {
+	return &auth.Authenticator{
+		Throttle: auth.NewThrottle(),
+		Lookup: func(ctx context.Context, user string) (string, string, error) {
+			a, err := store.Account(ctx, user)
+			if errors.Is(err, mailstore.ErrNoSuchAccount) || errors.Is(err, mailstore.ErrInvalidName) {
+				return "", "", auth.ErrUnknownUser
+			}
+			if err != nil {
+				return "", "", err
+			}
+			return a.Name, a.PasswordHash, nil
+		},
+	}
+}
+
+// NewAgent returns the local delivery agent for cfg.
+func NewAgent(cfg *config.Config, store mailstore.Store, logger *slog.Logger) *delivery.Agent {
+	return &delivery.Agent{
+		Store:          store,
+		Hostname:       cfg.Hostname,
+		Domains:        cfg.Domains,
+		MaxMessageSize: cfg.MaxMessageSize,
+		Logger:         logger,
+	}
+}
+
+// New opens the store and prepares TLS; it binds nothing yet.
+func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	tlsConfig, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := OpenStore(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		Config: cfg,
+		Store:  store,
+		Auth:   NewAuthenticator(store),
+		Agent:  NewAgent(cfg, store, logger),
+		TLS:    tlsConfig,
+		Logger: logger,
+	}, nil
+}
+
+// Start binds every configured listener and starts serving. When it
+// returns nil, every listener accepts connections (the readiness signal:
+// the "listening" log lines name the bound addresses).
+func (s *Server) Start() error {
+	cfg := s.Config
+	type spec struct {
+		name, addr string
+		implicitTLS bool
+		make        func() protocolServer
+	}
+	smtpServer := func(lmtp bool) func() protocolServer {
+		return func() protocolServer {
+			return &smtp.Server{Agent: s.Agent, TLSConfig: s.TLS, Hostname: cfg.Hostname, LMTP: lmtp,
+				Logger: s.Logger.With("proto", map[bool]string{false: "smtp", true: "lmtp"}[lmtp])}
+		}
+	}
+	pop3Server := func(name string) func() protocolServer {
+		return func() protocolServer {
+			return &pop3.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
+				Logger: s.Logger.With("proto", name)}
+		}
+	}
+	specs := []spec{
+		{"smtp", cfg.Listen.SMTP, false, smtpServer(false)},
+		{"lmtp", cfg.Listen.LMTP, false, smtpServer(true)},
+		{"pop3", cfg.Listen.POP3, false, pop3Server("pop3")},
+		{"pop3s", cfg.Listen.POP3S, true, pop3Server("pop3s")},
+	}
+	for _, sp := range []struct{ name, addr string }{
+		{"submission", cfg.Listen.Submission}, {"imap", cfg.Listen.IMAP}, {"imaps", cfg.Listen.IMAPS},
+	} {
+		if sp.addr != "" {
+			s.Logger.Info("listener not available in this version, skipped", "listener", sp.name, "addr", sp.addr)
+		}
+	}
+	for _, sp := range specs {
+		if sp.addr == "" {
+			continue
+		}
+		l, err := listen(sp.addr)
+		if err != nil {
+			s.closeListeners()
+			return &config.Error{File: cfgName(cfg), Key: "listen." + sp.name, Msg: err.Error()}
+		}
+		if sp.implicitTLS {
+			l = tls.NewListener(l, s.TLS)
+		}
+		s.listeners = append(s.listeners, &listener{name: sp.name, l: l, srv: sp.make()})
+	}
+	for _, l := range s.listeners {
+		s.Logger.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := l.srv.Serve(l.l); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.Logger.Error("listener stopped", "listener", l.name, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener, or nil.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if l.name == name {
+			return l.l.Addr()
+		}
+	}
+	return nil
+}
+
+func cfgName(cfg *config.Config) string {
+	if cfg.File == "" {
+		return "local mode"
+	}
+	return cfg.File
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// A stale socket from a previous run would make Listen fail.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.l.Close()
+	}
+}
+
+// Shutdown stops accepting, lets in-flight work finish (or refuses it
+// cleanly with 421 / -ERR) until ctx ends, then closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.listeners))
+	for i, l := range s.listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.srv.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+	errs = append(errs, s.Store.Close())
+	return errors.Join(errs...)
+}

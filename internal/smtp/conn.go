@@ -1,0 +1,219 @@
+package smtp
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// listener wraps the listener given to Serve so that every connection is a
+// *trackedConn.
+type listener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.srv.track(c), nil
+}
+
+// trackedConn is the raw connection under go-smtp (and under TLS after
+// STARTTLS). go-smtp gives a backend no say over the connection loop, so
+// this is where the things it lacks live:
+//
+//   - idle/shutdown state: the connection is idle when go-smtp blocks
+//     reading the next command outside a DATA/BDAT transfer; Shutdown
+//     answers idle connections 421 4.3.2 at once and the others as soon as
+//     they become idle, after the reply to their DATA;
+//   - timeouts: a command must arrive within ReadTimeout of our last reply,
+//     and during a DATA transfer every read gets ReadTimeout afresh (go-smtp
+//     would set one deadline for the whole DATA phase); every write gets
+//     WriteTimeout;
+//   - closing the connection right after a reply (after a too-long line in
+//     DATA the byte stream cannot be trusted any more);
+//   - connect/disconnect logging.
+type trackedConn struct {
+	net.Conn
+	srv   *Server
+	id    uint64
+	log   *slog.Logger
+	start time.Time
+
+	mu         sync.Mutex
+	reading    bool     // blocked in Conn.Read
+	dataDepth  int      // DATA/BDAT bodies being received (Session.Data running)
+	armed      bool     // command read deadline set since our last write
+	shutdown   bool     // the server is shutting down
+	closing    bool     // we decided to close; go-smtp sees net.ErrClosed
+	greeted    bool     // the 220 greeting was written
+	tlsPending bool     // STARTTLS accepted, TLS not yet known to be up
+	reply      net.Conn // where out-of-band replies go: c, or the *tls.Conn over c
+	closeAfter int      // close after this many more writes (0: never)
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+}
+
+func (s *Server) track(c net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: c, srv: s, id: s.connSeq.Add(1), start: time.Now(), done: make(chan struct{})}
+	tc.reply = tc.Conn
+	tc.log = s.logger().With("conn", tc.id, "remote", c.RemoteAddr().String())
+	s.mu.Lock()
+	s.conns[tc] = struct{}{}
+	tc.shutdown = s.shutdown
+	s.mu.Unlock()
+	tc.log.Info("connect", "local", c.LocalAddr().String())
+	if s.onConn != nil {
+		s.onConn(tc)
+	}
+	return tc
+}
+
+// trackedOf finds the trackedConn under c (go-smtp's Conn.Conn()).
+func trackedOf(c net.Conn) *trackedConn {
+	for c != nil {
+		switch v := c.(type) {
+		case *trackedConn:
+			return v
+		case *tls.Conn:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	if c.shutdown && c.dataDepth == 0 {
+		c.closeIdleLocked() // unlocks
+		return 0, net.ErrClosed
+	}
+	if rt := c.srv.readTimeout(); c.dataDepth > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(rt))
+	} else if !c.armed {
+		c.armed = true
+		c.Conn.SetReadDeadline(time.Now().Add(rt))
+	}
+	c.reading = true
+	c.mu.Unlock()
+
+	n, err := c.Conn.Read(p)
+
+	c.mu.Lock()
+	c.reading = false
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout()))
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	c.armed = false
+	if !c.greeted {
+		c.greeted = true
+	} else if c.reply == c.Conn && bytes.HasPrefix(p, []byte("220 ")) {
+		// Plaintext 220 after the greeting: go-smtp accepted STARTTLS and
+		// the handshake follows; no plaintext reply may be sent now.
+		c.tlsPending = true
+	}
+	closeNow := false
+	if c.closeAfter > 0 {
+		c.closeAfter--
+		closeNow = c.closeAfter == 0
+	}
+	c.mu.Unlock()
+	if closeNow {
+		c.Close()
+	}
+	return n, err
+}
+
+// setReply records the connection go-smtp now talks through (the *tls.Conn
+// after STARTTLS).
+func (c *trackedConn) setReply(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, isTLS := conn.(*tls.Conn); isTLS {
+		c.reply = conn
+		c.tlsPending = false
+	}
+}
+
+func (c *trackedConn) dataBegin() {
+	c.mu.Lock()
+	c.dataDepth++
+	c.mu.Unlock()
+}
+
+func (c *trackedConn) dataEnd() {
+	c.mu.Lock()
+	c.dataDepth--
+	c.mu.Unlock()
+}
+
+// closeAfterReplies makes the connection close after n more writes.
+func (c *trackedConn) closeAfterReplies(n int) {
+	c.mu.Lock()
+	c.closeAfter = max(n, 1)
+	c.mu.Unlock()
+}
+
+// beginShutdown is called once by Server.Shutdown: an idle connection is
+// answered 421 and closed now; a busy one when it next becomes idle.
+func (c *trackedConn) beginShutdown() {
+	c.mu.Lock()
+	c.shutdown = true
+	if c.reading && c.dataDepth == 0 && !c.closing {
+		c.closeIdleLocked()
+		return
+	}
+	c.mu.Unlock()
+}
+
+// closeIdleLocked sends 421 4.3.2 (unless a TLS handshake is under way,
+// when no reply can be framed) and closes. Called with c.mu held, which it
+// releases. go-smtp is blocked in (or about to enter) Read, so nothing else
+// writes concurrently, and Read returns net.ErrClosed from now on, so go-smtp
+// ends the connection quietly.
+func (c *trackedConn) closeIdleLocked() {
+	c.closing = true
+	reply, pending := c.reply, c.tlsPending
+	c.mu.Unlock()
+	if !pending {
+		c.Conn.SetWriteDeadline(time.Now().Add(min(c.srv.writeTimeout(), 10*time.Second)))
+		fmt.Fprintf(reply, "421 4.3.2 %s Service shutting down, closing transmission channel\r\n", c.srv.hostname())
+	}
+	c.log.Info("closing idle connection for shutdown")
+	c.Close()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+		c.log.Info("disconnect", "duration", time.Since(c.start).Round(time.Millisecond))
+		close(c.done)
+	})
+	return err
+}

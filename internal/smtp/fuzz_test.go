@@ -1,0 +1,132 @@
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/letterbox/letterbox/internal/delivery"
+	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
+)
+
+// panicWatch is a slog handler that remembers go-smtp's "panic serving"
+// reports: go-smtp recovers panics in session code and only logs them, so a
+// fuzz run must look for them.
+type panicWatch struct {
+	mu     sync.Mutex
+	panics []string
+}
+
+func (p *panicWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (p *panicWatch) WithAttrs([]slog.Attr) slog.Handler      { return p }
+func (p *panicWatch) WithGroup(string) slog.Handler           { return p }
+func (p *panicWatch) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if strings.Contains(a.Value.String(), "panic") {
+			p.mu.Lock()
+			p.panics = append(p.panics, a.Value.String())
+			p.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (p *panicWatch) take() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.panics
+	p.panics = nil
+	return s
+}
+
+var fuzzSeeds = []string{
+	"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n..dot\r\n.\r\nQUIT\r\n",
+	"EHLO x\r\nMAIL FROM:<> SIZE=10 BODY=8BITMIME\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b+x@example.org>\r\nBDAT 5\r\nhelloBDAT 0 LAST\r\nQUIT\r\n",
+	"EHLO x\r\nMAIL FROM:<j\xc3\xb6rg@x.example> SMTPUTF8\r\nRCPT TO:<j\xc3\xb6rg@example.org>\r\nDATA\r\n\xff\x00\r\n.\r\n",
+	"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.org>\r\nBDAT 3\r\nabcRSET\r\nBDAT 0\r\nRSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@example.org>\r\nBDAT 2 LAST\r\nxy",
+	"EHLO x\r\nSTARTTLS\r\n\x16\x03\x01\x00\x05hello",
+	"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n" + strings.Repeat("x", 2100) + "\r\n.\r\n",
+	"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<x@example.net>\r\nRCPT TO:<\"q u\"@example.org>\r\nDATA\r\n",
+	"HELO x\r\nVRFY a\r\nNOOP\r\nRSET\r\nAUTH PLAIN AA==\r\nEXPN x\r\nHELP\r\nFOO\r\n\r\nQUIT\r\n",
+	"L" + "LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+	"L" + "LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 4\r\nabcdBDAT 100000000 LAST\r\nxyz",
+	"L" + "LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<a@example.org>\r\nBDAT 0\r\nLHLO y\r\nMAIL FROM:<a@b>\r\nRCPT TO:<b@example.org>\r\nBDAT 1 LAST\r\nz",
+}
+
+// FuzzSession feeds arbitrary bytes as the client side of an SMTP session
+// (or, when the input starts with 'L', an LMTP session) to a real server over
+// loopback, on a real store. The session must neither panic nor hang.
+func FuzzSession(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	watch := &panicWatch{}
+	logger := slog.New(watch)
+	store, err := sqlite.Open(f.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, a := range testAccounts {
+		if _, err := store.CreateAccount(context.Background(), a, ""); err != nil {
+			f.Fatal(err)
+		}
+	}
+	cert, _ := selfSigned(f)
+	agent := &delivery.Agent{Store: store, Hostname: "mx.example.org", Domains: []string{"example.org"},
+		MaxMessageSize: 64 << 10, Logger: logger}
+	addrs := map[bool]string{}
+	var servers []*Server
+	for _, lmtp := range []bool{false, true} {
+		srv := &Server{Agent: agent, Hostname: "mx.example.org", LMTP: lmtp, Logger: logger,
+			TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadTimeout: time.Minute}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			f.Fatal(err)
+		}
+		addrs[lmtp] = l.Addr().String()
+		go srv.Serve(l)
+		servers = append(servers, srv)
+	}
+	f.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown(context.Background())
+		}
+		store.Close()
+	})
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		lmtp := len(in) > 0 && in[0] == 'L'
+		if lmtp {
+			in = in[1:]
+		}
+		conn, err := net.Dial("tcp", addrs[lmtp])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		drained := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, conn)
+			close(drained)
+		}()
+		conn.Write(in) // the server may close early; that is fine
+		conn.(*net.TCPConn).CloseWrite()
+		// A hang detector (the server's own read timeout is longer), not
+		// synchronisation: the server closes after reading EOF.
+		select {
+		case <-drained:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("session did not end after EOF; input %q", in)
+		}
+		if p := watch.take(); len(p) > 0 {
+			t.Fatalf("panic in session on input %q: %v", in, p)
+		}
+	})
+}
