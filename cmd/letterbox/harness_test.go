@@ -82,8 +82,11 @@ type serverProc struct {
 	addrs map[string]string
 	done  chan struct{}
 
-	mu  sync.Mutex
-	log bytes.Buffer
+	stdoutPath string
+
+	mu      sync.Mutex
+	log     bytes.Buffer
+	newLine chan struct{} // closed and replaced whenever a log line arrives
 }
 
 var listeningRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
@@ -98,11 +101,19 @@ func startServer(t *testing.T, dir string, args ...string) *serverProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = nil
+	// Stdout goes to a file, not a pipe: everything the server printed
+	// before its "ready" log line is then in the file when we read it.
+	stdout, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serverProc{cmd: cmd, addrs: map[string]string{}, done: make(chan struct{})}
+	p := &serverProc{cmd: cmd, addrs: map[string]string{}, done: make(chan struct{}), stdoutPath: stdout.Name(),
+		newLine: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -115,6 +126,8 @@ func startServer(t *testing.T, dir string, args ...string) *serverProc {
 			if m := listeningRE.FindStringSubmatch(line); m != nil {
 				p.addrs[m[1]] = m[2]
 			}
+			close(p.newLine)
+			p.newLine = make(chan struct{})
 			p.mu.Unlock()
 			if !signalled && strings.Contains(line, "msg=ready") {
 				signalled = true
@@ -152,6 +165,37 @@ func (p *serverProc) Log() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.log.String()
+}
+
+// WaitLog waits until the server's log contains substr.
+func (p *serverProc) WaitLog(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		p.mu.Lock()
+		found := strings.Contains(p.log.String(), substr)
+		ch := p.newLine
+		p.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-ch:
+		case <-p.done:
+			if !strings.Contains(p.Log(), substr) {
+				t.Fatalf("server exited without logging %q; log:\n%s", substr, p.Log())
+			}
+			return
+		case <-deadline:
+			t.Fatalf("server did not log %q within 30s; log:\n%s", substr, p.Log())
+		}
+	}
+}
+
+// Stdout returns what the server printed on standard output so far.
+func (p *serverProc) Stdout() string {
+	b, _ := os.ReadFile(p.stdoutPath)
+	return string(b)
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.

@@ -200,9 +200,9 @@ const (
 )
 
 // Placeholders that ParseAddressList puts where an address is broken, so that
-// an ordinary address never has an empty mailbox or host (an IMAP ENVELOPE
-// address with a NIL host means group syntax). They are the values Dovecot
-// reports.
+// an ordinary address never has an empty host (an IMAP ENVELOPE address with
+// a NIL host means group syntax) and has a mailbox unless it was written as
+// a quoted empty string (""@host). They are the values Dovecot reports.
 const (
 	MissingMailbox = "MISSING_MAILBOX"
 	MissingDomain  = "MISSING_DOMAIN"

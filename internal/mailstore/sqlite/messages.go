@@ -110,14 +110,7 @@ func (s *Store) Deliver(ctx context.Context, sp mailstore.Spool, date time.Time,
 	if date.IsZero() {
 		date = time.Now()
 	}
-	{
-		var ds blobfs.DirSet
-		if _, err := s.blobs.Commit(sd.sp, &ds); err != nil {
-			return fail(err)
-		}
-		ds.Sync()
-	}
-	err = s.submit(ctx, &op{run: func(w *writer) error {
+	err = s.submit(ctx, &op{spool: sd.sp, run: func(w *writer) error {
 		blobRow, err := w.upsertBlob(sd)
 		if err != nil {
 			return err

@@ -33,11 +33,7 @@ func testMessages(t *testing.T, open func(t *testing.T) mailstore.Store) {
 			t.Fatalf("mailbox after Append: %+v", mb)
 		}
 		equalBytes(t, "body", readBlob(t, st, m.BlobID), []byte(body))
-		p, err := st.Structure(ctx, inbox.ID, m.UID)
-		noErr(t, "Structure", err)
-		if p == nil {
-			t.Fatal("Structure returned nil")
-		}
+		checkStructure(t, st, inbox.ID, m.UID, []byte(body))
 		_, err = st.Structure(ctx, inbox.ID, m.UID+1)
 		wantErr(t, "Structure of missing UID", err, mailstore.ErrNoSuchMessage)
 
@@ -181,6 +177,7 @@ func testBodies(t *testing.T, open func(t *testing.T) mailstore.Store) {
 				t.Fatalf("%s: Size = %d, want %d", c.name, m.Size, len(c.want))
 			}
 			equalBytes(t, c.name, readBlob(t, st, m.BlobID), []byte(c.want))
+			checkStructure(t, st, inbox.ID, m.UID, []byte(c.want))
 		}
 		// Byte-by-byte writes give the same result as one write.
 		in := []byte("H: v\n\r\nx\r\ry\n\n\r")
@@ -226,6 +223,7 @@ func testBodies(t *testing.T, open func(t *testing.T) mailstore.Store) {
 			t.Fatalf("Size = %d, want %d", m.Size, want.Len())
 		}
 		equalBytes(t, "large body", readBlob(t, st, m.BlobID), want.Bytes())
+		checkStructure(t, st, inbox.ID, m.UID, want.Bytes())
 
 		// Random access: ReadAt and Seek.
 		b, err := st.OpenBlob(ctx, m.BlobID)
@@ -292,10 +290,7 @@ func testDeliver(t *testing.T, open func(t *testing.T) mailstore.Store) {
 			} else if m.BlobID != blob {
 				t.Fatalf("recipient copies have blobs %s and %s", blob, m.BlobID)
 			}
-			p, err := st.Structure(ctx, mb.ID, m.UID)
-			if err != nil || p == nil {
-				t.Fatalf("Structure: %v, %v", p, err)
-			}
+			checkStructure(t, st, mb.ID, m.UID, []byte(body))
 		}
 		equalBytes(t, "delivered body", readBlob(t, st, blob), []byte(body))
 		if getMailbox(t, st, alice.ID, "Work").ID != work.ID {

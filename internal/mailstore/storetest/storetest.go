@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/message"
 )
 
 // Run runs the conformance suite. open must return a new, empty store for
@@ -253,3 +254,19 @@ func equalBytes(t *testing.T, what string, got, want []byte) {
 }
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
+
+// checkStructure verifies that the stored structure of a message is what
+// message.Parse makes of its body.
+func checkStructure(t *testing.T, st mailstore.Store, mailboxID int64, uid mailstore.UID, body []byte) {
+	t.Helper()
+	p, err := st.Structure(ctx, mailboxID, uid)
+	noErr(t, "Structure", err)
+	if p == nil {
+		t.Fatal("Structure returned nil")
+	}
+	want, err := message.Parse(bytes.NewReader(body))
+	noErr(t, "message.Parse", err)
+	if !bytes.Equal(p.Marshal(), want.Marshal()) {
+		t.Fatalf("stored structure of UID %d differs from parsing its body", uid)
+	}
+}
