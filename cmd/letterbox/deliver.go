@@ -77,4 +77,3 @@ func cmdDeliver(args []string, stdin io.Reader, stderr io.Writer) int {
 	}
 	return delivery.ExitCodeAll(errs)
 }
-

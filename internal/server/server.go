@@ -112,7 +112,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 func (s *Server) Start() error {
 	cfg := s.Config
 	type spec struct {
-		name, addr string
+		name, addr  string
 		implicitTLS bool
 		make        func() protocolServer
 	}
