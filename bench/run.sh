@@ -25,7 +25,8 @@ INSTALL=1
 WORKROOT=${BENCH_WORKDIR:-/var/tmp}
 PASSWORD="bench-pw-1"
 DOMAIN=bench.test
-STEP_TIMEOUT=900 # seconds, hard limit of one mailbench step
+STEP_LIMIT=840   # seconds, limit of one mailbench step
+MAX_MINUTES=30   # the whole run stops measuring after this long
 
 usage() {
 	cat <<EOF
@@ -40,6 +41,8 @@ usage: bench/run.sh [options]
   --dovecot-format F     maildir or sdbox (default $DOVECOT_FORMAT)
   --workdir DIR          where temp stores go; must be a real disk, not tmpfs
                          (default \$BENCH_WORKDIR or /var/tmp)
+  --max-minutes M        stop measuring after M minutes; later steps are skipped
+                         (default $MAX_MINUTES; a 10,000-message run takes ~10 on an idle machine)
   --keep                 keep the mail stores (default: delete them, keep logs)
   --no-save              do not write bench/results/<date>.json
   --no-install           do not apt-get install dovecot when missing
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
 	--only) ONLY=$2; shift 2 ;;
 	--dovecot-format) DOVECOT_FORMAT=$2; shift 2 ;;
 	--workdir) WORKROOT=$2; shift 2 ;;
+	--max-minutes) MAX_MINUTES=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	--no-save) SAVE=0; shift ;;
 	--no-install) INSTALL=0; shift ;;
@@ -72,6 +76,7 @@ esac
 case "$DOVECOT_FORMAT" in maildir | sdbox) ;; *) echo "run.sh: --dovecot-format takes maildir or sdbox" >&2; exit 2 ;; esac
 [[ "$MESSAGES" =~ ^[0-9]+$ && "$MESSAGES" -ge 1 ]] || { echo "run.sh: --messages takes a positive number" >&2; exit 2; }
 [[ "$USERS" =~ ^[0-9]+$ && "$USERS" -ge 1 ]] || { echo "run.sh: --users takes a positive number" >&2; exit 2; }
+[[ "$MAX_MINUTES" =~ ^[0-9]+$ && "$MAX_MINUTES" -ge 1 ]] || { echo "run.sh: --max-minutes takes a positive number" >&2; exit 2; }
 [[ "$REPEAT" =~ ^[0-9]+$ && "$REPEAT" -ge 1 ]] || { echo "run.sh: --repeat takes a positive number" >&2; exit 2; }
 for c in $CONCS; do [[ "$c" =~ ^[0-9]+$ && "$c" -ge 1 ]] || { echo "run.sh: bad --conc entry $c" >&2; exit 2; }; done
 
@@ -82,6 +87,7 @@ POLICY_RCD_CREATED=0
 WORK=""
 FAILED=0
 START_TIME=$(date +%s)
+DEADLINE=$((START_TIME + MAX_MINUTES * 60)) # reset after the builds
 
 log() { printf '== %s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -182,6 +188,10 @@ FSTYPE=$(stat -f -c %T "$WORK")
 if [ "$FSTYPE" = tmpfs ] || [ "$FSTYPE" = ramfs ]; then
 	log "WARNING: $WORK is on $FSTYPE: fsync costs nothing there, results are not about durability"
 fi
+LOAD1=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 1.0) }'; then
+	log "WARNING: load average is $LOAD1: something else is using the CPUs, numbers will be noisy"
+fi
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
@@ -197,6 +207,7 @@ if [[ " $SERVERS " == *" letterbox "* ]]; then
 	fi
 fi
 
+DEADLINE=$(($(date +%s) + MAX_MINUTES * 60))
 MIXFLAGS=(-messages "$MESSAGES" -seed "$SEED" -users "$USERS" -domain "$DOMAIN")
 DOVECOT_VERSION=""
 LETTERBOX_VERSION=""
@@ -316,9 +327,19 @@ server_log() {
 
 # mb STEPNAME ARGS...: run one bounded mailbench step, append its JSON line.
 mb() {
-	local name=$1
+	local name=$1 left
 	shift
-	if timeout --signal=TERM --kill-after=30 "$STEP_TIMEOUT" "$MB" "$@" >>"$RESULTS" 2> >(tee -a "$WORK/mailbench.log" >&2); then
+	left=$((DEADLINE - $(date +%s)))
+	if [ "$left" -lt 20 ]; then
+		log "SKIPPED: $name (--max-minutes $MAX_MINUTES reached)"
+		FAILED=1
+		return 1
+	fi
+	[ "$left" -le "$STEP_LIMIT" ] || left=$STEP_LIMIT
+	# --foreground keeps mailbench in our process group, so Ctrl-C reaches it;
+	# mailbench stops itself at -timeout, timeout(1) is the backstop.
+	if timeout --foreground --signal=TERM --kill-after=30 $((left + 60)) "$MB" "$@" -timeout "${left}s" \
+		>>"$RESULTS" 2> >(tee -a "$WORK/mailbench.log" >&2); then
 		return 0
 	fi
 	log "FAILED: $name"
@@ -330,6 +351,11 @@ LAST_CONC=${CONCS##* }
 for c in $CONCS; do
 	for rep in $(seq 1 "$REPEAT"); do
 		for server in $SERVERS; do
+			if [ "$(date +%s)" -ge $((DEADLINE - 20)) ]; then
+				log "SKIPPED: $server c=$c run $rep (--max-minutes $MAX_MINUTES reached)"
+				FAILED=1
+				continue
+			fi
 			dir=$WORK/$server-c$c-r$rep
 			mkdir -p "$dir"
 			log "$server: fresh store, LMTP with $c connection(s), $MESSAGES messages (run $rep/$REPEAT)"
@@ -347,7 +373,7 @@ for c in $CONCS; do
 				stop_server
 				continue
 			fi
-			mb "$server lmtp c=$c" lmtp -server "$server" -addr "$LMTP_ADDR" -c "$c" "${MIXFLAGS[@]}" -timeout 14m || true
+			mb "$server lmtp c=$c" lmtp -server "$server" -addr "$LMTP_ADDR" -c "$c" "${MIXFLAGS[@]}" || true
 			if [ "$c" = "$LAST_CONC" ]; then
 				log "$server: POP3 download, 1 session, then $USERS in parallel"
 				mb "$server pop3 1" pop3 -server "$server" -addr "$POP3_ADDR" -sessions 1 -password "$PASSWORD" -verify-mix "${MIXFLAGS[@]}" || true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -152,5 +153,53 @@ func TestDeliverCommand(t *testing.T) {
 	}
 	if _, _, code := letterbox(t, msg, "deliver", "--config", cfg); code != 64 {
 		t.Fatalf("deliver without recipients: exit %d, want 64", code)
+	}
+}
+
+// popLogin tries a POP3 login with Python's poplib (an independent client)
+// and returns "ok" or the error text.
+func popLogin(t *testing.T, addr, user, pass string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	script := `
+import poplib, sys
+p = poplib.POP3(sys.argv[1], int(sys.argv[2]), timeout=60)
+try:
+    p.user(sys.argv[3]); p.pass_(sys.argv[4]); print("ok", p.stat()[0]); p.quit()
+except poplib.error_proto as e:
+    print("err", e)
+`
+	out, err := exec.Command("python3", "-c", script, host, port, user, pass).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 poplib: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestUserChangesTakeEffectAtOnce: user add/passwd/del from the CLI while
+// the server runs need no restart or reload.
+func TestUserChangesTakeEffectAtOnce(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg := testConfig(t, dataDir, "")
+	letterbox(t, "first\n", "user", "add", "--config", cfg, "w@test.example")
+	p := startServer(t, dataDir, "--config", cfg)
+	addr := p.Addr("pop3")
+	if got := popLogin(t, addr, "w@test.example", "first"); got != "ok 0" {
+		t.Fatalf("login: %q", got)
+	}
+	letterbox(t, "second\n", "user", "add", "--config", cfg, "late@test.example")
+	if got := popLogin(t, addr, "late@test.example", "second"); got != "ok 0" {
+		t.Fatalf("login of an account added while running: %q", got)
+	}
+	letterbox(t, "changed\n", "user", "passwd", "--config", cfg, "w@test.example")
+	if got := popLogin(t, addr, "w@test.example", "first"); !strings.HasPrefix(got, "err b'-ERR [AUTH]") {
+		t.Fatalf("old password after passwd: %q", got)
+	}
+	if got := popLogin(t, addr, "w@test.example", "changed"); got != "ok 0" {
+		t.Fatalf("new password after passwd: %q", got)
+	}
+	letterbox(t, "", "user", "del", "--config", cfg, "late@test.example")
+	if got := popLogin(t, addr, "late@test.example", "second"); !strings.HasPrefix(got, "err b'-ERR [AUTH]") {
+		t.Fatalf("login of a deleted account: %q", got)
 	}
 }

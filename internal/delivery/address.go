@@ -9,9 +9,13 @@ import (
 	"unicode/utf8"
 )
 
-// Length limits of RFC 5321 §4.5.3.1.1 and §4.5.3.1.2, in octets.
+// Length limits in octets. RFC 5321 §4.5.3.1.1 limits a local part to 64
+// octets, but senders in the wild exceed that (SRS and VERP bounce
+// addresses), and §4.5.3.1 asks implementations to impose no limits where
+// they can; local parts are therefore accepted up to 255 octets, the limit
+// of a domain (§4.5.3.1.2). Recipients must name an existing account anyway.
 const (
-	maxLocalPart = 64
+	maxLocalPart = 255
 	maxDomain    = 255
 )
 
@@ -141,7 +145,7 @@ func SplitAddress(s string) (Address, error) {
 	return a, nil
 }
 
-// checkLocal validates a decoded local part: 1 to 64 octets of valid UTF-8
+// checkLocal validates a decoded local part: 1 to 255 octets of valid UTF-8
 // with no control characters (everything a Quoted-string can carry).
 func checkLocal(l string) error {
 	switch {

@@ -28,7 +28,7 @@ func TestParseAddress(t *testing.T) {
 		{"user@[192.0.2.1]", "user", "[192.0.2.1]", "user@[192.0.2.1]"},
 		{"user@[IPv6:2001:db8::1]", "user", "[IPv6:2001:db8::1]", "user@[IPv6:2001:db8::1]"},
 		{"u@a_b.example", "u", "a_b.example", "u@a_b.example"},
-		{strings.Repeat("a", 64) + "@x.example", strings.Repeat("a", 64), "x.example", strings.Repeat("a", 64) + "@x.example"},
+		{strings.Repeat("a", 255) + "@x.example", strings.Repeat("a", 255), "x.example", strings.Repeat("a", 255) + "@x.example"},
 	}
 	for _, tt := range tests {
 		a, err := ParseAddress(tt.in)
@@ -72,7 +72,7 @@ func TestParseAddressErrors(t *testing.T) {
 		"user@[1.2.3.4",
 		"user@[foo:bar]",
 		"a@b@example.org",
-		strings.Repeat("a", 65) + "@x.example",
+		strings.Repeat("a", 256) + "@x.example",
 		"u@" + strings.Repeat("a.", 128) + "x",
 		"\xff@example.org",
 		"u@\xffexample.org",
@@ -98,7 +98,7 @@ func TestSplitAddress(t *testing.T) {
 	if err != nil || a.Local != "a@b" || a.Domain != "example.org" {
 		t.Fatalf("SplitAddress = %#v, %v", a, err)
 	}
-	for _, in := range []string{"", "x", "@x.example", "x@", "a\x00b@x.example", "a@x y", "a@x\x00", strings.Repeat("a", 65) + "@x"} {
+	for _, in := range []string{"", "x", "@x.example", "x@", "a\x00b@x.example", "a@x y", "a@x\x00", strings.Repeat("a", 256) + "@x"} {
 		if _, err := SplitAddress(in); err == nil {
 			t.Errorf("SplitAddress(%q): no error", in)
 		}

@@ -59,6 +59,7 @@ func TestParseAddressList(t *testing.T) {
 		{"a@b,,c@d", "||a|b ; !||MISSING_MAILBOX|MISSING_DOMAIN ; ||c|d"},
 		{"a@b c@d", "||a|b"}, // garbage after an address ends the list, as in Dovecot
 		{".a..b@c", "||.a..b|c"},
+		{`""@host`, "|||host"}, // an empty quoted local part is valid
 		{"=?utf-8?q?x?= <a@b>", "=?utf-8?q?x?=||a|b"},
 		{"\"x\x00y\" <a@b>", "x\uFFFDy||a|b"},
 		{"Jörg Müller <jörg@bücher.example>", "Jörg Müller||jörg|bücher.example"},

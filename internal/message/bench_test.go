@@ -15,7 +15,7 @@ func benchMessage(size int) []byte {
 		"Date: Mon, 4 Mar 2024 09:15:00 +0000\r\nFrom: \"Alice Example\" <alice@example.com>\r\nTo: Bob <bob@example.org>, carol@example.org\r\n" +
 		"Subject: =?utf-8?q?Quarterly_report?=\r\nMessage-ID: <bench@example.com>\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n")
-	line := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo", 2)[:76] + "\r\n"
+	line := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo", 3)[:76] + "\r\n"
 	for i := 0; b.Len() < size; i++ {
 		fmt.Fprintf(&b, "--outer\r\nContent-Type: multipart/alternative; boundary=\"alt%d\"\r\n\r\n--alt%d\r\n"+
 			"Content-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n--alt%d\r\nContent-Type: text/html; charset=utf-8\r\n"+

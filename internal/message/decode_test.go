@@ -2,8 +2,10 @@ package message
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -174,5 +176,37 @@ func TestDecodedSizeMatchesDecoder(t *testing.T) {
 	}
 	if !bytes.Contains(dec, []byte("line with trailing space\r\nsoftbreak \xc3\xa9\r\n")) {
 		t.Errorf("unexpected decoding %q", dec[:60])
+	}
+}
+
+// TestBase64DecoderChunking compares the decoder with encoding/base64 on
+// random data split into random lines and random write boundaries.
+func TestBase64DecoderChunking(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 300; n++ {
+		data := make([]byte, rng.IntN(400))
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		enc := base64.StdEncoding.EncodeToString(data)
+		var b strings.Builder
+		for len(enc) > 0 {
+			k := min(len(enc), 1+rng.IntN(80))
+			b.WriteString(enc[:k])
+			b.WriteString([]string{"\r\n", "\n", " ", ""}[rng.IntN(4)])
+			enc = enc[k:]
+		}
+		in := b.String()
+		d := &base64Decoder{}
+		var out []byte
+		for len(in) > 0 {
+			k := min(len(in), rng.IntN(20))
+			out = d.decode(out, []byte(in[:k]))
+			in = in[k:]
+		}
+		out, ok := d.finish(out)
+		if !ok || !bytes.Equal(out, data) {
+			t.Fatalf("decoded %d bytes (ok=%v), want %d: %q", len(out), ok, len(data), b.String())
+		}
 	}
 }

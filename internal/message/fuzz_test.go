@@ -3,6 +3,7 @@ package message
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -54,8 +55,18 @@ func FuzzParse(f *testing.F) {
 			if p.Kind == KindLeaf && transferEncodingOf(p.Encoding) == encIdentity && p.DecodedSize != p.BodySize {
 				t.Fatalf("identity part at %d: decoded %d != body %d", p.Offset, p.DecodedSize, p.BodySize)
 			}
-			if _, err := p.BinarySize(); err != nil && err != ErrUnknownCTE && err != ErrInvalidData {
+			size, err := p.BinarySize()
+			if err != nil && err != ErrUnknownCTE && err != ErrInvalidData {
 				t.Fatal(err)
+			}
+			if err == nil {
+				r, err := p.BinaryReader(bytes.NewReader(msg))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, err := io.ReadAll(r); err != nil || int64(len(b)) != size {
+					t.Fatalf("part at %d: BINARY content %d bytes (%v), BinarySize %d", p.Offset, len(b), err, size)
+				}
 			}
 			if got := ParseHeader(msg[p.Offset:p.BodyOffset()], p.Offset); p.Flags&FlagHeaderTruncated == 0 && len(got)+len(p.Header) > 0 && !reflect.DeepEqual(got, p.Header) {
 				t.Fatalf("part at %d: ParseHeader differs from the index", p.Offset)

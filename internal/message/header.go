@@ -279,15 +279,11 @@ func lookupFieldKind(name []byte) fieldKind {
 
 func (k fieldKind) envelope() bool { return k >= fieldDate }
 
-// applyContentField records a Content-* field in p (first occurrence wins,
-// as in Dovecot's message-part-data.c).
+// applyContentField records a Content-* field other than Content-Type
+// (which the parser handles) in p; the first occurrence wins, as in
+// Dovecot's message-part-data.c.
 func applyContentField(p *Part, k fieldKind, v []byte) {
 	switch k {
-	case fieldContentType:
-		if p.Type != "" || p.Subtype != "" || p.Params != nil {
-			return
-		}
-		p.Type, p.Subtype, p.Params, _ = parseContentType(v)
 	case fieldContentTransferEncoding:
 		if !p.Encoding.Valid {
 			if tok, ok := parseToken(v); ok {

@@ -35,13 +35,22 @@
 // same bytes. This package therefore reproduces the parsing rules of Dovecot's
 // lib-mail (message-parser.c, message-header-parser.c, rfc822-parser.c,
 // rfc2231-parser.c, message-address.c, message-part-data.c as of 2.3.19):
-// prefix matching of boundaries with the innermost-and-longest rule, a header
-// ended early by an enclosing boundary, multipart/digest defaults, the
+// prefix matching of boundaries (longest match, innermost among equals), a
+// header ended early by an enclosing boundary, multipart/digest defaults, the
 // "no MIME-Version and no Content-Type means no MIME" rule, first-wins
 // Content-* headers, last-wins Date/Subject/Message-ID/In-Reply-To,
-// concatenated address headers, and RFC 2231 continuation merging. The
-// differential test against recorded Dovecot output
-// (shared/testdata/mime-oracle) keeps it honest.
+// concatenated address headers, RFC 2231 continuation merging, and its
+// recovery of broken addresses. The differential test against recorded
+// Dovecot output (shared/testdata/mime-oracle) keeps it honest.
+//
+// Deliberate differences from Dovecot: BINARY sizes are decided per section
+// and decode with the Content-Transfer-Encoding that BODYSTRUCTURE reports
+// (Dovecot converts the whole message, fails every part when one is broken,
+// uses the last Content-Transfer-Encoding field, and its size range mixes
+// LF-based offsets with CRLF sizes); the line break before a delimiter that
+// ends an encapsulated message's header belongs to the delimiter, as RFC 2046
+// section 5.1.1 says (Dovecot adds it to the message/rfc822 part); and an
+// RFC 2231 "name*" parameter is always segment 0.
 //
 // # Input
 //

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 )
 
 // readBufferSize is the line buffer; longer lines are processed in chunks.
 const readBufferSize = 64 << 10
+
+// readerPool recycles line buffers; nothing Parse returns points into them.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 
 // Parse reads a whole message and returns its structure. Malformed MIME
 // never makes Parse fail; only an error from r does (the structure built so
@@ -33,7 +37,13 @@ const readBufferSize = 64 << 10
 //   - Body parts without Content-Type are text/plain, or message/rfc822
 //     inside multipart/digest (RFC 2046 section 5.1.5).
 func Parse(r io.Reader) (*Part, error) {
-	p := &parser{br: bufio.NewReaderSize(r, readBufferSize), names: map[string]string{}, global: MaxMessageHeaderBytes}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
+	p := &parser{br: br, names: map[string]string{}, global: MaxMessageHeaderBytes}
 	root := p.newPart(nil)
 	root.env = &Envelope{}
 	root.part.Envelope = root.env
@@ -334,12 +344,15 @@ func (p *parser) consumeHeaderLine(chunk []byte, complete, continuation bool) {
 	ps.hdrSize = p.off - ps.part.Offset
 }
 
+var crlfBytes, lfBytes = []byte("\r\n"), []byte("\n")
+
+// lineBreak returns a line break of length n (read-only).
 func lineBreak(n int) []byte {
 	switch n {
 	case 2:
-		return []byte("\r\n")
+		return crlfBytes
 	case 1:
-		return []byte("\n")
+		return lfBytes
 	}
 	return nil
 }
@@ -558,7 +571,7 @@ func (p *parser) attributeNL() {
 func (p *parser) addBody(b []byte) {
 	ps := p.cur
 	ps.bodySize += int64(len(b))
-	ps.bodyLines += int64(bytes.Count(b, []byte{'\n'}))
+	ps.bodyLines += int64(bytes.Count(b, lfBytes))
 	if bytes.IndexByte(b, 0) >= 0 {
 		ps.hasNUL = true
 	}

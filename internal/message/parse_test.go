@@ -243,6 +243,43 @@ zz
 	}
 }
 
+// TestBinaryReader checks that BINARY content has BinarySize bytes and
+// decodes leaves as NewDecoder does.
+func TestBinaryReader(t *testing.T) {
+	msgs := append([]string{nestedMsg, crlf("Content-Type: multipart/mixed; boundary=b\n\n--b\nX: 1\nContent-Transfer-Encoding: base64\nY: 2\n\nSGVsbG8=\n--b--\n")}, oracleMessagesText()...)
+	for _, msg := range msgs {
+		root := mustParse(t, msg)
+		ra := strings.NewReader(msg)
+		root.Walk(func(p *Part) bool {
+			size, serr := p.BinarySize()
+			r, err := p.BinaryReader(ra)
+			if errors.Is(serr, ErrUnknownCTE) {
+				if !errors.Is(err, ErrUnknownCTE) {
+					t.Errorf("part at %d: BinaryReader error %v, BinarySize %v", p.Offset, err, serr)
+				}
+				return true
+			}
+			if err != nil {
+				t.Fatalf("part at %d: %v", p.Offset, err)
+			}
+			b, rerr := io.ReadAll(r)
+			if serr == nil && (rerr != nil || int64(len(b)) != size) {
+				t.Errorf("part at %d: BinaryReader gave %d bytes (%v), BinarySize %d", p.Offset, len(b), rerr, size)
+			}
+			if serr != nil && !errors.Is(rerr, ErrInvalidData) {
+				t.Errorf("part at %d: BinarySize %v but reader error %v", p.Offset, serr, rerr)
+			}
+			return true
+		})
+	}
+	root := mustParse(t, msgs[1])
+	r, _ := root.BinaryReader(strings.NewReader(msgs[1]))
+	b, _ := io.ReadAll(r)
+	if want := crlf("--b\nX: 1\nY: 2\nContent-Transfer-Encoding: binary\n\nHello\n--b--\n"); string(b) != want {
+		t.Errorf("BINARY[] = %q, want %q", b, want)
+	}
+}
+
 // deepMultipart nests n multiparts.
 func deepMultipart(n int) string {
 	var b strings.Builder
@@ -416,3 +453,26 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 func filepathGlob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
+
+func TestValidate(t *testing.T) {
+	msg := nestedMsg
+	good := mustParse(t, msg)
+	for name, corrupt := range map[string]func(p *Part){
+		"size":       func(p *Part) { p.BodySize++ },
+		"child":      func(p *Part) { p.Children[1].Offset = p.Children[0].Offset },
+		"field":      func(p *Part) { p.Header[1].Offset++ },
+		"lines":      func(p *Part) { p.Children[0].BodyLines = 99 },
+		"kind":       func(p *Part) { p.Children[0].Kind = KindMessage },
+		"leaf":       func(p *Part) { p.Kind = KindLeaf },
+		"no message": func(p *Part) { p.Children[1].Children = nil },
+	} {
+		p, _ := Unmarshal(good.Marshal())
+		corrupt(p)
+		if err := p.Validate(int64(len(msg))); err == nil {
+			t.Errorf("%s: corruption not detected", name)
+		}
+	}
+	if err := good.Validate(int64(len(msg)) + 1); err == nil {
+		t.Error("wrong message size not detected")
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
@@ -48,11 +47,7 @@ func runTool(t *testing.T, name string, args ...string) []byte {
 
 func TestPythonPoplib(t *testing.T) {
 	python := requireTool(t, "python3")
-	hash, err := auth.HashPassword(testPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, envOptions{hash: hash})
+	e := newEnv(t, envOptions{})
 	bodies := []string{msg1, msg2, msg3}
 	var uids []mailstore.UID
 	total := 0

@@ -1,8 +1,8 @@
 // Package pop3 is Letterbox's POP3 server: RFC 1939 (USER/PASS, STAT, LIST,
 // RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL; no APOP), RFC 2449 (CAPA,
-// RESP-CODES, PIPELINING, EXPIRE NEVER, IMPLEMENTATION), RFC 2595 (STLS),
-// RFC 3206 ([SYS/TEMP], [SYS/PERM], [AUTH], AUTH-RESP-CODE) and RFC 5034
-// (AUTH PLAIN).
+// RESP-CODES, PIPELINING, EXPIRE NEVER, IMPLEMENTATION, [IN-USE]), RFC 2595
+// (STLS), RFC 3206 ([SYS/TEMP], [AUTH], AUTH-RESP-CODE) and RFC 5034 with
+// RFC 4616 (AUTH PLAIN).
 //
 // # Why it is hand-written
 //
@@ -28,7 +28,8 @@
 // (UIDs are never reused within a UIDVALIDITY), at most 21 characters, all
 // in 0x21-0x7E.
 //
-// RETR sets \Seen on the message (IMAP sees it); TOP does not.
+// RETR sets \Seen on the message at once (IMAP sees it); TOP does not. A
+// message that already had \Seen in the login snapshot is not written again.
 //
 // # Message sizes
 //

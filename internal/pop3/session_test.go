@@ -54,6 +54,7 @@ func TestAuthorizationState(t *testing.T) {
 }
 
 func TestLoginUserPass(t *testing.T) {
+	t.Parallel() // argon2 with production parameters is slow under -race
 	e := newEnv(t, envOptions{})
 	e.deliver("Subject: a\r\n\r\nx\r\n")
 	e.deliver("Subject: b\r\n\r\ny\r\n")
@@ -95,6 +96,7 @@ func TestLoginUserPass(t *testing.T) {
 }
 
 func TestRealPasswordHash(t *testing.T) {
+	t.Parallel() // argon2 with production parameters is slow under -race
 	hash, err := auth.HashPassword(testPassword)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
@@ -42,7 +43,12 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []*listener
 	wg        sync.WaitGroup
+	stopGC    context.CancelFunc
 }
+
+// gcInterval is how often unreferenced message bodies (expunged messages,
+// crash leftovers) are removed.
+const gcInterval = time.Hour
 
 type listener struct {
 	name string
@@ -155,6 +161,10 @@ func (s *Server) Start() error {
 		}
 		s.listeners = append(s.listeners, &listener{name: sp.name, l: l, srv: sp.make()})
 	}
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	s.stopGC = stopGC
+	s.wg.Add(1)
+	go s.collectGarbage(gcCtx)
 	for _, l := range s.listeners {
 		s.Logger.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
 		s.wg.Add(1)
@@ -166,6 +176,28 @@ func (s *Server) Start() error {
 		}()
 	}
 	return nil
+}
+
+// collectGarbage runs the store's blob garbage collection at start and then
+// every gcInterval until Shutdown.
+func (s *Server) collectGarbage(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		n, err := s.Store.CollectGarbage(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.Logger.Error("blob garbage collection", "err", err)
+		} else if n > 0 {
+			s.Logger.Info("blob garbage collection", "removed", n, "duration", time.Since(start).Round(time.Millisecond))
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Addr returns the bound address of the named listener, or nil.
@@ -217,6 +249,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if s.stopGC != nil {
+		s.stopGC()
+	}
 	s.wg.Wait()
 	errs = append(errs, s.Store.Close())
 	return errors.Join(errs...)

@@ -57,6 +57,8 @@ type trackedConn struct {
 	tlsPending bool     // STARTTLS accepted, TLS not yet known to be up
 	reply      net.Conn // where out-of-band replies go: c, or the *tls.Conn over c
 	closeAfter int      // close after this many more writes (0: never)
+	// writeDeadline, when set, replaces the per-write WriteTimeout.
+	writeDeadline time.Time
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -65,16 +67,23 @@ type trackedConn struct {
 func (s *Server) track(c net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: c, srv: s, id: s.connSeq.Add(1), start: time.Now(), done: make(chan struct{})}
 	tc.reply = tc.Conn
-	tc.log = s.logger().With("conn", tc.id, "remote", c.RemoteAddr().String())
+	tc.log = s.logger().With("conn", tc.id, "remote", addrString(c.RemoteAddr()))
 	s.mu.Lock()
 	s.conns[tc] = struct{}{}
 	tc.shutdown = s.shutdown
 	s.mu.Unlock()
-	tc.log.Info("connect", "local", c.LocalAddr().String())
+	tc.log.Info("connect", "local", addrString(c.LocalAddr()))
 	if s.onConn != nil {
 		s.onConn(tc)
 	}
 	return tc
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // trackedOf finds the trackedConn under c (go-smtp's Conn.Conn()).
@@ -124,7 +133,13 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout()))
+	c.mu.Lock()
+	deadline := c.writeDeadline
+	c.mu.Unlock()
+	if deadline.IsZero() {
+		deadline = time.Now().Add(c.srv.writeTimeout())
+	}
+	c.Conn.SetWriteDeadline(deadline)
 	n, err := c.Conn.Write(p)
 	c.mu.Lock()
 	c.armed = false
@@ -145,6 +160,15 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// SetWriteDeadline sets a deadline that replaces the per-write timeout
+// (crypto/tls sets one before its close_notify; closeIdle before the 421).
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // setReply records the connection go-smtp now talks through (the *tls.Conn
@@ -183,27 +207,50 @@ func (c *trackedConn) beginShutdown() {
 	c.mu.Lock()
 	c.shutdown = true
 	if c.reading && c.dataDepth == 0 && !c.closing {
-		c.closeIdleLocked()
+		reply, pending := c.closingLocked()
+		c.mu.Unlock()
+		// Concurrently: a client that does not read must not hold up
+		// the others.
+		go c.sayGoodbye(reply, pending)
 		return
 	}
 	c.mu.Unlock()
 }
 
-// closeIdleLocked sends 421 4.3.2 (unless a TLS handshake is under way,
-// when no reply can be framed) and closes. Called with c.mu held, which it
-// releases. go-smtp is blocked in (or about to enter) Read, so nothing else
-// writes concurrently, and Read returns net.ErrClosed from now on, so go-smtp
-// ends the connection quietly.
+// closeIdleLocked says goodbye on the connection's own goroutine (from
+// Read). Called with c.mu held, which it releases.
 func (c *trackedConn) closeIdleLocked() {
-	c.closing = true
-	reply, pending := c.reply, c.tlsPending
+	reply, pending := c.closingLocked()
 	c.mu.Unlock()
-	if !pending {
-		c.Conn.SetWriteDeadline(time.Now().Add(min(c.srv.writeTimeout(), 10*time.Second)))
+	c.sayGoodbye(reply, pending)
+}
+
+// closingLocked marks the connection as closing: from now on Read returns
+// net.ErrClosed, so go-smtp, which is blocked in (or about to enter) Read
+// and therefore writes nothing concurrently, ends the connection quietly.
+// The goodbye write gets at most 10 seconds.
+func (c *trackedConn) closingLocked() (reply net.Conn, tlsPending bool) {
+	c.closing = true
+	c.writeDeadline = time.Now().Add(min(c.srv.writeTimeout(), 10*time.Second))
+	return c.reply, c.tlsPending
+}
+
+// sayGoodbye sends 421 4.3.2 through the connection go-smtp talks through
+// (TLS after STARTTLS) — unless a TLS handshake is under way, when no reply
+// can be framed — and closes.
+func (c *trackedConn) sayGoodbye(reply net.Conn, tlsPending bool) {
+	if !tlsPending {
+		c.Conn.SetWriteDeadline(c.writeDeadlineNow())
 		fmt.Fprintf(reply, "421 4.3.2 %s Service shutting down, closing transmission channel\r\n", c.srv.hostname())
 	}
 	c.log.Info("closing idle connection for shutdown")
 	c.Close()
+}
+
+func (c *trackedConn) writeDeadlineNow() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeDeadline
 }
 
 func (c *trackedConn) Close() error {

@@ -27,6 +27,10 @@ type session struct {
 
 	mu sync.Mutex
 	tx *transaction
+
+	// dataMu is held while Data/LMTPData runs, so that Reset can wait for
+	// an aborted BDAT transfer's Data to return (see Reset).
+	dataMu sync.Mutex
 }
 
 type transaction struct {
@@ -146,6 +150,8 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 
 // deliver snapshots the transaction and hands the body to the agent.
 func (s *session) deliver(r io.Reader) (*transaction, *delivery.Envelope, []error, *bodyReader) {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	s.tc.dataBegin()
 	defer s.tc.dataEnd()
 	s.mu.Lock()
@@ -274,7 +280,16 @@ func (s *session) protocol(tx *transaction) string {
 	return p
 }
 
+// Reset ends the transaction. When it aborts a BDAT transfer (RSET, EHLO,
+// a 552 for an oversized chunk), go-smtp has already closed the transfer's
+// pipe, and its goroutine is still in Data; Reset waits for Data to return.
+// go-smtp v0.25.1's BDAT goroutine then still reads Conn fields that the
+// next BDAT transaction overwrites (c.dataResult, c.bdatStatus): a data
+// race in go-smtp that waiting here narrows to a few instructions but
+// cannot close.
 func (s *session) Reset() {
+	s.dataMu.Lock()
+	s.dataMu.Unlock() //nolint:staticcheck // wait for a running Data
 	s.mu.Lock()
 	s.tx = nil
 	s.mu.Unlock()

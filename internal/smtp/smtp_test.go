@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -782,4 +783,83 @@ func TestSessionOrderErrors(t *testing.T) {
 	c.expect("DATA", "502 5.5.1")
 	c.expect("VRFY a@example.org", "252")
 	c.expect("EXPN list", "502")
+}
+
+func TestLMTPUnixSocket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withLMTP)
+	path := filepath.Join(t.TempDir(), "lmtp.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(l) }() // a second listener on the same Server
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.greet(true)
+	c.expect("MAIL FROM:<s@client.example>", "250")
+	c.expect("RCPT TO:<a@example.org>", "250")
+	c.expect("DATA", "354")
+	c.send(string(dotStuff([]byte("Subject: unix\r\n\r\nx\r\n"))))
+	id := deliveredID(t, c.reply())
+	trace, _ := stripTrace(t, e.only("a@example.org"))
+	want := regexp.MustCompile(`\AReturn-Path: <s@client\.example>\r\nReceived: from client\.example\r\n\tby mx\.example\.org with LMTP id ` +
+		id + `\r\n\tfor <a@example\.org>; ` + receivedDateRE + "\r\n\\z")
+	if !want.MatchString(trace) {
+		t.Errorf("trace %q", trace)
+	}
+	if err := e.shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.expectReply("421 4.3.2")
+	c.expectEOF()
+	if err := <-served; err != nil {
+		t.Errorf("Serve(unix) = %v", err)
+	}
+}
+
+// TestBDATAbortedThenNewTransaction: RSET in the middle of a BDAT transfer
+// discards it, and the next transaction on the connection works.
+func TestBDATAbortedThenNewTransaction(t *testing.T) {
+	t.Parallel()
+	if raceEnabled {
+		t.Skip("trips go-smtp v0.25.1's own data race on aborted BDAT transfers (see session.Reset)")
+	}
+	for _, lmtp := range []bool{false, true} {
+		opts := []envOpt{}
+		if lmtp {
+			opts = append(opts, withLMTP)
+		}
+		e := newEnv(t, opts...)
+		c := dial(t, e.addr)
+		c.greet(lmtp)
+		for range 20 {
+			c.expect("MAIL FROM:<s@client.example>", "250")
+			c.expect("RCPT TO:<a@example.org>", "250")
+			c.send("BDAT 5\r\nhello")
+			c.expectReply("250 2.0.0")
+			c.expect("RSET", "250")
+			c.expect("MAIL FROM:<s@client.example>", "250")
+			c.expect("RCPT TO:<b@example.org>", "250")
+			c.send("BDAT 3 LAST\r\nxyz")
+			deliveredID(t, c.reply())
+		}
+		if n := e.count("a@example.org"); n != 0 {
+			t.Errorf("aborted transfers stored %d messages", n)
+		}
+		msgs, bodies := e.messages("b@example.org")
+		if len(msgs) != 20 {
+			t.Fatalf("b@ has %d messages, want 20", len(msgs))
+		}
+		for _, b := range bodies {
+			if _, body := stripTrace(t, b); string(body) != "xyz" {
+				t.Errorf("stored %q", body)
+			}
+		}
+	}
 }

@@ -131,6 +131,7 @@ type Result struct {
 	PerSec      float64      `json:"per_sec"` // deliveries/s (lmtp) or messages/s (pop3)
 	MiBPerSec   float64      `json:"mib_per_sec"`
 	LatencyMs   *Percentiles `json:"latency_ms,omitempty"` // per transaction (lmtp) / per RETR (pop3)
+	LoginMs     float64      `json:"login_ms,omitempty"`   // pop3: mean time from connect to logged in
 	Machine     *machineLoad `json:"machine,omitempty"`
 	Errors      []string     `json:"errors,omitempty"`
 }
@@ -276,6 +277,11 @@ func cmdPOP3(args []string) error {
 		Seconds: round3(sec), PerSec: round3(float64(st.Messages) / sec),
 		MiBPerSec: round3(float64(st.Octets) / (1 << 20) / sec), LatencyMs: percentiles(st.Latencies), Machine: load,
 		Errors: st.Errors}
+	var login time.Duration
+	for _, s := range st.Sessions {
+		login += s.Login
+	}
+	r.LoginMs = ms(login / time.Duration(len(st.Sessions)))
 	emit(r)
 	fmt.Fprintf(os.Stderr, "%s pop3 sessions=%d: %d messages, %.1f MiB in %.2fs = %.2f MiB/s, %.1f msg/s",
 		*label, len(opt.Users), st.Messages, float64(st.Octets)/(1<<20), sec, r.MiBPerSec, r.PerSec)
@@ -284,7 +290,7 @@ func cmdPOP3(args []string) error {
 	}
 	printLoad(r.Machine)
 	for _, s := range st.Sessions {
-		fmt.Fprintf(os.Stderr, "  %s: %d messages, %.1f MiB in %.2fs\n", s.User, s.Messages, float64(s.Octets)/(1<<20), s.Elapsed.Seconds())
+		fmt.Fprintf(os.Stderr, "  %s: %d messages, %.1f MiB in %.2fs (login %.0f ms)\n", s.User, s.Messages, float64(s.Octets)/(1<<20), s.Elapsed.Seconds(), ms(s.Login))
 	}
 	if len(st.Errors) > 0 {
 		for _, e := range st.Errors {

@@ -34,6 +34,7 @@ type pop3Session struct {
 	Messages  int
 	Octets    int64
 	Elapsed   time.Duration
+	Login     time.Duration   // connect to the +OK after PASS
 	Latencies []time.Duration // per RETR
 	Errors    []string
 }
@@ -181,6 +182,7 @@ func runPOP3Session(ctx context.Context, opt *pop3Options, user string, start <-
 		fail("%v", err)
 		return s
 	}
+	s.Login = time.Since(t0)
 	stat, err := pc.cmd("STAT")
 	if err != nil {
 		fail("%v", err)

@@ -11,8 +11,14 @@
 // Layout under the root directory:
 //
 //	tmp/<random>            spools being written (see Spool)
-//	ab/cd/<sha256hex>       committed blobs; ab and cd are the first two
-//	                        byte pairs of the hex digest
+//	ab/<sha256hex>          committed blobs; ab is the first byte of the
+//	                        hex digest
+//
+// One level of 256 directories (not two levels of 65,536) keeps the
+// directory fsyncs of a group commit few: a batch of deliveries touches at
+// most 256 directories, and usually far fewer, and it fsyncs each only
+// once. 256 directories hold tens of millions of files comfortably on ext4
+// and XFS (hashed directory indexes).
 //
 // Durability protocol (design.md §4): a Spool's bytes are fsynced (Finish)
 // before the file is renamed to its final name (Commit), and the directory
@@ -50,7 +56,7 @@ type FS struct {
 	mu   sync.Mutex
 	live map[string]struct{} // names in tmp/ of this process's open spools
 
-	// known holds the fan-out directories ("ab/cd") this process has
+	// known holds the fan-out directories ("ab") this process has
 	// created or found and whose parents it has fsynced since, so Commit
 	// does not repeat the mkdir and parent fsync for every blob.
 	known sync.Map
@@ -83,7 +89,7 @@ func ValidID(id string) bool {
 
 // Path returns the file name of blob id. id must be valid.
 func (b *FS) Path(id string) string {
-	return filepath.Join(b.root, id[0:2], id[2:4], id)
+	return filepath.Join(b.root, id[0:2], id)
 }
 
 // Blob is an open blob: an *os.File that also knows its size. It implements
@@ -141,25 +147,16 @@ func (b *FS) Walk(fn func(id string) error) error {
 		if !isHexPair(ab) {
 			continue // tmp/ and strays
 		}
-		mids, err := readDirNames(filepath.Join(b.root, ab))
+		names, err := readDirNames(filepath.Join(b.root, ab))
 		if err != nil {
 			return err
 		}
-		for _, cd := range mids {
-			if !isHexPair(cd) {
+		for _, id := range names {
+			if !ValidID(id) || id[0:2] != ab {
 				continue
 			}
-			names, err := readDirNames(filepath.Join(b.root, ab, cd))
-			if err != nil {
+			if err := fn(id); err != nil {
 				return err
-			}
-			for _, id := range names {
-				if !ValidID(id) || id[0:2] != ab || id[2:4] != cd {
-					continue
-				}
-				if err := fn(id); err != nil {
-					return err
-				}
 			}
 		}
 	}
@@ -333,7 +330,7 @@ func (b *FS) Commit(s *Spool, dirs *DirSet) (deduplicated bool, err error) {
 	if s.state != stateFinished {
 		return false, errors.New("blobfs: commit of a spool that is not finished")
 	}
-	rel := filepath.Join(s.sum[0:2], s.sum[2:4])
+	rel := s.sum[0:2]
 	dir := filepath.Join(b.root, rel)
 	if err := b.ensureDir(rel, dirs); err != nil {
 		return false, err
@@ -357,22 +354,18 @@ func (b *FS) Commit(s *Spool, dirs *DirSet) (deduplicated bool, err error) {
 	return false, nil
 }
 
-// ensureDir creates the fan-out directory rel ("ab/cd") if needed. The first
-// time this process uses a directory, the parents' entries are added to dirs
+// ensureDir creates the fan-out directory rel ("ab") if needed. The first
+// time this process uses a directory, the root's entry is added to dirs
 // whether or not this process created them: another process may have
 // created them and crashed before fsyncing.
 func (b *FS) ensureDir(rel string, dirs *DirSet) error {
 	if _, ok := b.known.Load(rel); ok {
 		return nil
 	}
-	ab := filepath.Join(b.root, filepath.Dir(rel))
-	for _, d := range []string{ab, filepath.Join(b.root, rel)} {
-		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("blobfs: %w", err)
-		}
+	if err := os.Mkdir(filepath.Join(b.root, rel), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("blobfs: %w", err)
 	}
 	dirs.Add(b.root)
-	dirs.Add(ab)
 	// Remembered only once the parents' fsync succeeded (DirSet.Sync).
 	dirs.known = append(dirs.known, knownDir{b, rel})
 	return nil

@@ -157,7 +157,7 @@ func TestCommitDedupAndLayout(t *testing.T) {
 	if dedup {
 		t.Fatal("first commit deduplicated")
 	}
-	want := filepath.Join(b.Root(), id[:2], id[2:4], id)
+	want := filepath.Join(b.Root(), id[:2], id)
 	if _, err := os.Stat(want); err != nil {
 		t.Fatalf("blob not at %s: %v", want, err)
 	}
@@ -199,9 +199,9 @@ func TestDirSet(t *testing.T) {
 	if _, err := b.Commit(s, &dirs); err != nil {
 		t.Fatal(err)
 	}
-	// New fan-out directory: the blob's directory and both parents.
-	if dirs.Len() != 3 {
-		t.Fatalf("DirSet has %d directories, want 3", dirs.Len())
+	// New fan-out directory: the blob's directory and the root.
+	if dirs.Len() != 2 {
+		t.Fatalf("DirSet has %d directories, want 2", dirs.Len())
 	}
 	if err := dirs.Sync(); err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func TestDirSet(t *testing.T) {
 	if dirs.Len() != 1 {
 		t.Fatalf("DirSet has %d directories, want 1", dirs.Len())
 	}
-	if _, ok := dirs.dirs[filepath.Join(b.Root(), id[:2], id[2:4])]; !ok {
+	if _, ok := dirs.dirs[filepath.Join(b.Root(), id[:2])]; !ok {
 		t.Fatalf("DirSet lacks the blob directory: %v", dirs.dirs)
 	}
 	dirs.Reset()

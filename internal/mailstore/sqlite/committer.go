@@ -118,6 +118,7 @@ func (w *writer) runBatch(batch []*op) {
 		}
 	}()
 	failAll := func(err error) {
+		w.s.log.Error("mailstore: write batch failed, rolled back", "ops", len(live), "err", err)
 		w.rollback()
 		for _, o := range live {
 			o.err = err

@@ -239,7 +239,7 @@ func (w *writer) appendRow(mb *mailstore.Mailbox, flags []string, date time.Time
 	m.SaveDate = fromNanos(nanos(w.now))
 	w.publishLater(mb.AccountID, mailstore.Change{
 		Kind: mailstore.ChangeAppend, MailboxID: mb.ID, MailboxName: mb.Name,
-		UID: m.UID, ModSeq: m.ModSeq, Flags: flags, Size: size,
+		UID: m.UID, ModSeq: m.ModSeq, Flags: slices.Clone(flags), Size: size,
 	})
 	return m, nil
 }

@@ -64,7 +64,7 @@ func (s *Store) StoreFlags(ctx context.Context, mailboxID int64, uids []mailstor
 			changed = append(changed, m.Message)
 			w.publishLater(mb.AccountID, mailstore.Change{
 				Kind: mailstore.ChangeFlags, MailboxID: mb.ID, MailboxName: mb.Name,
-				UID: m.UID, ModSeq: m.ModSeq, Flags: nf,
+				UID: m.UID, ModSeq: m.ModSeq, Flags: slices.Clone(nf),
 			})
 		}
 		if len(changed) == 0 {

@@ -460,3 +460,32 @@ func TestCloseKeepsAcknowledged(t *testing.T) {
 		t.Fatalf("%d messages stored, %d acknowledged", len(ms), len(acked))
 	}
 }
+
+// TestConcurrentOpen opens a new data directory from several "processes"
+// at once: schema creation must happen exactly once.
+func TestConcurrentOpen(t *testing.T) {
+	dir := t.TempDir()
+	stores := make([]*Store, 4)
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(dir, nil)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	a := mustAccount(t, stores[0], "alice@example.org")
+	for _, st := range stores[1:] {
+		if got, err := st.Account(bg, a.Name); err != nil || got.ID != a.ID {
+			t.Fatalf("Account = %+v, %v", got, err)
+		}
+	}
+}

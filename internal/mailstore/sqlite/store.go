@@ -126,8 +126,8 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	dbPath := filepath.Join(abs, DBName)
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
 
-	wdb, err := sql.Open("sqlite", dsn(dbPath, bt, "foreign_keys(1)", "journal_mode(WAL)",
-		"synchronous(FULL)", "journal_size_limit(67108864)"))
+	wdb, err := sql.Open("sqlite", dsn(dbPath, bt, "foreign_keys(1)", "synchronous(FULL)",
+		"journal_size_limit(67108864)"))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
@@ -141,6 +141,11 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", dbPath, err)
+	}
+	if err := setWAL(ctx, conn); err != nil {
+		conn.Close()
+		wdb.Close()
+		return nil, err
 	}
 	if err := migrate(ctx, conn); err != nil {
 		conn.Close()
@@ -175,6 +180,29 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	w := &writer{s: s, conn: conn, stmts: make(map[string]*sql.Stmt)}
 	go s.commitLoop(w)
 	return s, nil
+}
+
+// setWAL switches the database to WAL mode (a persistent setting, so
+// usually a no-op). Changing the journal mode needs an exclusive lock and
+// SQLite may report SQLITE_BUSY without calling the busy handler when
+// several processes open a new database at once, so it is retried here for
+// up to busyTimeout.
+func setWAL(ctx context.Context, conn *sql.Conn) error {
+	deadline := time.Now().Add(busyTimeout)
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		var mode string
+		err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil && strings.EqualFold(mode, "wal") {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("journal mode is %q", mode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sqlite: enabling WAL mode: %w", err)
+		}
+		time.Sleep(delay)
+	}
 }
 
 // dsn builds a driver DSN for path with the given PRAGMAs. The path is
