@@ -185,7 +185,7 @@ func TestFetchmail(t *testing.T) {
 	mda := filepath.Join(work, "mda.sh")
 	os.WriteFile(mda, []byte("#!/bin/sh\nexec cat > \"$1/$(date +%s%N).$$\"\n"), 0o755)
 	_, port, _ := strings.Cut(f.srv.Addr("pop3"), "127.0.0.1:")
-	run := func(out string, keep bool) string {
+	run := func(out string, keep bool, tlsOpts string) string {
 		os.MkdirAll(out, 0o755)
 		keepWord := "nokeep"
 		if keep {
@@ -195,7 +195,7 @@ func TestFetchmail(t *testing.T) {
 		// keep CRLF, so the MDA sees the exact octets the server sent.
 		rc := fmt.Sprintf("set no bouncemail\nset invisible\npoll 127.0.0.1 with proto POP3 service %s\n"+
 			"  user \"%s\" there with password \"%s\" is root here\n"+
-			"  %s fetchall no stripcr sslproto '' mda \"%s %s\"\n", port, f.user, f.pass, keepWord, mda, out)
+			"  %s fetchall no stripcr %s mda \"%s %s\"\n", port, f.user, f.pass, keepWord, tlsOpts, mda, out)
 		rcPath := filepath.Join(work, "fetchmailrc")
 		os.WriteFile(rcPath, []byte(rc), 0o600)
 		cmd := exec.Command(fetchmail, "-f", rcPath, "--nodetach", "--nosyslog", "-v")
@@ -207,13 +207,23 @@ func TestFetchmail(t *testing.T) {
 		return string(outb)
 	}
 
+	plain := "sslproto ''"
 	// keep: every message arrives byte-exact and stays on the server.
-	run(filepath.Join(work, "keep"), true)
+	run(filepath.Join(work, "keep"), true, plain)
 	sameMessages(t, "fetchmail keep", readDir(t, filepath.Join(work, "keep")), want)
 	sameMessages(t, "server after fetchmail keep", f.stored(), want)
 
+	// The README's way: STARTTLS (STLS), verifying the generated
+	// certificate.
+	certOpts := fmt.Sprintf("sslcertck sslcertfile %q sslcommonname mx.test.example", filepath.Join(f.dataDir, "tls", "cert.pem"))
+	run(filepath.Join(work, "tls"), true, certOpts)
+	sameMessages(t, "fetchmail over STLS", readDir(t, filepath.Join(work, "tls")), want)
+	if !strings.Contains(f.srv.Log(), "user=e2e@test.example mech=USER tls=true") {
+		t.Fatalf("no TLS login in the server log:\n%s", f.srv.Log())
+	}
+
 	// no keep: fetched again and deleted on the server at QUIT.
-	run(filepath.Join(work, "nokeep"), false)
+	run(filepath.Join(work, "nokeep"), false, plain)
 	sameMessages(t, "fetchmail nokeep", readDir(t, filepath.Join(work, "nokeep")), want)
 	if left := f.stored(); len(left) != 0 {
 		t.Fatalf("%d messages left on the server after fetchmail without keep", len(left))

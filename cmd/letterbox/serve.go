@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -111,21 +112,17 @@ Created account %[1]s with password %[2]s
 (shown once; change it with: letterbox user passwd %[1]s)
 
 Send it a message (SMTP on %[3]s):
-  curl -s smtp://%[3]s --mail-from you@example.org --mail-rcpt %[1]s -T - <<'EOF'
-  From: you@example.org
-  To: %[1]s
-  Subject: hello
+  printf 'From: you@example.org\r\nTo: %[1]s\r\nSubject: hello\r\n\r\nHello from Letterbox.\r\n' |
+    curl -s smtp://%[3]s --mail-from you@example.org --mail-rcpt %[1]s -T -
 
-  Hello from Letterbox.
-  EOF
-
-Read it over POP3 (%[4]s), keeping it on the server:
+Read it over POP3 (%[4]s), leaving it on the server:
   curl -s pop3://%[4]s/1 -u '%[1]s:%[2]s'
 
-or with fetchmail:
-  fetchmail --protocol pop3 --service %[5]s --user %[1]s --keep --mda 'cat' localhost
+or download it with fetchmail over STARTTLS, trusting the generated certificate
+(fetchmail asks for the password; drop --keep to delete it from the server):
+  fetchmail --protocol pop3 --service %[5]s --user %[1]s --keep --sslcertfile %[6]s --mda cat localhost
 
-`, demo, password, cfg.Listen.SMTP, cfg.Listen.POP3, portOf(cfg.Listen.POP3))
+`, demo, password, cfg.Listen.SMTP, cfg.Listen.POP3, portOf(cfg.Listen.POP3), filepath.Join(cfg.DataDir, "tls", "cert.pem"))
 	return nil
 }
 

@@ -125,13 +125,13 @@ func (s *Server) Start() error {
 	smtpServer := func(lmtp bool) func() protocolServer {
 		return func() protocolServer {
 			return &smtp.Server{Agent: s.Agent, TLSConfig: s.TLS, Hostname: cfg.Hostname, LMTP: lmtp,
-				Logger: s.Logger.With("proto", map[bool]string{false: "smtp", true: "lmtp"}[lmtp])}
+				Logger: s.Logger.With("listener", map[bool]string{false: "smtp", true: "lmtp"}[lmtp])}
 		}
 	}
 	pop3Server := func(name string) func() protocolServer {
 		return func() protocolServer {
 			return &pop3.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
-				Logger: s.Logger.With("proto", name)}
+				Logger: s.Logger.With("listener", name)}
 		}
 	}
 	specs := []spec{
