@@ -1,28 +1,31 @@
-package message
+package render
 
-// Differential test against Dovecot 2.3.19 (shared/testdata/mime-oracle):
-// every recorded FETCH command is answered from Parse's result (through the
-// test-only formatter for ENVELOPE/BODYSTRUCTURE/BODY, and by cutting byte
-// ranges of the message for sections) and compared with the recording as an
-// IMAP data tree.
+// Differential test against Dovecot 2.3.19 (shared/testdata/mime-oracle, see
+// its README): every recorded FETCH command is answered through this
+// package's API from the structure as FETCH sees it (message.Parse at
+// delivery, Marshal, Unmarshal) plus the stored bytes, and compared with the
+// recording as IMAP data trees (section contents byte for byte).
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/letterbox/letterbox/internal/message"
 )
 
-// oracleDir is the corpus, found through the repository root's sibling
-// shared/ directory.
-var oracleDir = filepath.Join("..", "..", "..", "shared", "testdata", "mime-oracle")
+// oracleDir is the corpus: the repository is /work/main and shared/ is its
+// sibling, four levels up from this package.
+var oracleDir = filepath.Join("..", "..", "..", "..", "shared", "testdata", "mime-oracle")
 
 // oracleException documents a deliberate difference from Dovecot for one
 // FETCH item of one message. The test checks that we answer ours (an atom,
@@ -42,6 +45,10 @@ type oracleException struct {
 // converted sibling that starts within that overshoot is wrongly added.
 const dovecotBinaryRangeBug = "Dovecot bug: BINARY.SIZE range mixes LF-based physical_pos with CRLF sizes and includes the next sibling's decoding delta"
 
+// oracleExceptions are the deliberate differences documented by package
+// message (internal/message/oracle_test.go and its package doc), carried
+// over unchanged. Together with dovecotStorageCRCRLF they are the seven
+// known differences.
 var oracleExceptions = map[string][]oracleException{
 	// part 2: 800 base64 characters = 600 bytes; Dovecot 484 = 600 +
 	// (304 - 420), the delta of part 3.
@@ -70,9 +77,9 @@ var oracleExceptions = map[string][]oracleException{
 // dovecotStorageCRCRLF lists messages whose bytes Dovecot's storage changed
 // beyond the Letterbox store's normalisation: Dovecot stores LF line
 // endings and turns CR CR LF into CR LF, while the Letterbox store keeps a
-// bare CR and therefore keeps CR CR LF (one byte more). The parser is
-// checked on the bytes Dovecot served; TestOracleStoreNormalisation checks
-// the size difference that remains with the store's normalisation.
+// bare CR and therefore keeps CR CR LF (one byte more). These are checked
+// on the bytes Dovecot served; TestOracleStoreNormalisation pins the size
+// difference that remains with the store's normalisation.
 var dovecotStorageCRCRLF = map[string]bool{"052": true}
 
 // normalizeCRLF is the store's normalisation: bare LF becomes CRLF, bare CR
@@ -88,12 +95,20 @@ func normalizeCRLF(b []byte) []byte {
 	return out
 }
 
+// dovecotNormalize applies Dovecot's storage rule on top of the store's:
+// CR CR LF becomes CR LF.
+func dovecotNormalize(b []byte) []byte {
+	return bytes.ReplaceAll(b, []byte("\r\r\n"), []byte("\r\n"))
+}
+
 type oracleSection struct {
 	command   string
 	untagged  [][]byte
 	taggedNO  string // response code of a refused command, e.g. "PARSE"
 	taggedRaw string
 }
+
+var respCodeRE = regexp.MustCompile(`^\S+ (?:NO|BAD) \[([A-Z-]+)\]`)
 
 func readOracle(t *testing.T, path string) []oracleSection {
 	t.Helper()
@@ -110,7 +125,7 @@ func readOracle(t *testing.T, path string) []oracleSection {
 		sec := oracleSection{command: string(b[4:i])}
 		b = b[i+2:]
 		for len(b) > 0 && !bytes.HasPrefix(b, []byte("### ")) {
-			resp, rest, err := readResponse(b)
+			resp, rest, err := SplitResponse(b)
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
@@ -120,7 +135,7 @@ func readOracle(t *testing.T, path string) []oracleSection {
 				continue
 			}
 			sec.taggedRaw = strings.TrimSpace(string(resp))
-			if m := regexp.MustCompile(`^\S+ (?:NO|BAD) \[([A-Z-]+)\]`).FindStringSubmatch(sec.taggedRaw); m != nil {
+			if m := respCodeRE.FindStringSubmatch(sec.taggedRaw); m != nil {
 				sec.taggedNO = m[1]
 			} else {
 				sec.taggedNO = "?"
@@ -132,19 +147,19 @@ func readOracle(t *testing.T, path string) []oracleSection {
 }
 
 // fetchItems turns "* 1 FETCH (k v k v ...)" into a map, dropping UID.
-func fetchItems(t *testing.T, resp []byte) map[string]inode {
+func fetchItems(t *testing.T, resp []byte) map[string]Node {
 	t.Helper()
-	items, err := parseIMAPLine(resp)
+	items, err := ParseData(resp)
 	if err != nil {
 		t.Fatalf("parse %q: %v", resp, err)
 	}
-	if len(items) != 4 || items[0].val != "*" || !strings.EqualFold(items[2].val, "FETCH") || items[3].kind != iList {
+	if len(items) != 4 || items[0].Value != "*" || !strings.EqualFold(items[2].Value, "FETCH") || items[3].Kind != NodeList {
 		t.Fatalf("not a FETCH response: %q", resp)
 	}
-	l := items[3].list
-	m := map[string]inode{}
+	l := items[3].List
+	m := map[string]Node{}
 	for i := 0; i+1 < len(l); i += 2 {
-		name := strings.ToUpper(l[i].val)
+		name := strings.ToUpper(l[i].Value)
 		if name != "UID" {
 			m[name] = l[i+1]
 		}
@@ -152,159 +167,120 @@ func fetchItems(t *testing.T, resp []byte) map[string]inode {
 	return m
 }
 
-// oracleServer answers FETCH items for one parsed message.
-type oracleServer struct {
-	msg  []byte
-	root *Part
-}
-
-var errNoSection = errors.New("no such section")
-
-// section returns BODY[spec] (spec without brackets and partial).
-func (s *oracleServer) section(spec string) ([]byte, error) {
-	var path []int
-	rest := spec
-	for rest != "" {
-		dot := strings.IndexByte(rest, '.')
-		head := rest
-		if dot >= 0 {
-			head = rest[:dot]
-		}
+// parseSectionSpec parses the text between the brackets of BODY[...] as the
+// IMAP command parser would (test-only, for the recorded commands).
+func parseSectionSpec(s string) (SectionSpec, error) {
+	var spec SectionSpec
+	for s != "" {
+		head, rest, _ := strings.Cut(s, ".")
 		n, err := strconv.Atoi(head)
 		if err != nil {
 			break
 		}
-		path = append(path, n)
-		if dot < 0 {
-			rest = ""
-		} else {
-			rest = rest[dot+1:]
-		}
+		spec.Part = append(spec.Part, n)
+		s = rest
 	}
-	part := s.root.PartAt(path)
-	if part == nil {
-		return nil, nil // nonexistent part: empty string
+	if s == "" {
+		return spec, nil
 	}
-	switch {
-	case rest == "":
-		if len(path) == 0 {
-			return s.msg, nil
+	name, list, hasList := strings.Cut(s, " ")
+	spec.Specifier = strings.ToUpper(name)
+	if hasList {
+		if !strings.HasPrefix(list, "(") || !strings.HasSuffix(list, ")") {
+			return spec, fmt.Errorf("bad header list %q", list)
 		}
-		return s.msg[part.BodyOffset():part.End()], nil
-	case rest == "MIME":
-		if len(path) == 0 {
-			return nil, errNoSection
-		}
-		return s.msg[part.Offset:part.BodyOffset()], nil
+		spec.Fields = strings.Fields(list[1 : len(list)-1])
 	}
-	if len(path) > 0 {
-		if part = part.Message(); part == nil {
-			return nil, nil
-		}
+	return spec, nil
+}
+
+// oracleServer answers FETCH items for one stored message.
+type oracleServer struct {
+	blob []byte
+	root *message.Part
+}
+
+func render(fn func(w *bufio.Writer)) []byte {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	fn(w)
+	w.Flush()
+	return b.Bytes()
+}
+
+// parseOne parses renderer output that must be exactly one data item.
+func parseOne(b []byte) (Node, error) {
+	items, err := ParseData(b)
+	if err != nil || len(items) != 1 {
+		return Node{}, fmt.Errorf("output %q: %d items, %v", b, len(items), err)
 	}
-	switch {
-	case rest == "HEADER":
-		return s.msg[part.Offset:part.BodyOffset()], nil
-	case rest == "TEXT":
-		return s.msg[part.BodyOffset():part.End()], nil
-	case strings.HasPrefix(rest, "HEADER.FIELDS (") && strings.HasSuffix(rest, ")"):
-		want := strings.Fields(rest[len("HEADER.FIELDS (") : len(rest)-1])
-		var out []byte
-		for _, f := range part.Header {
-			for _, w := range want {
-				if strings.EqualFold(f.Name, w) {
-					out = append(out, s.msg[f.Offset:f.Offset+f.Size]...)
-					if !bytes.HasSuffix(out, []byte("\n")) {
-						out = append(out, "\r\n"...)
-					}
-					break
-				}
-			}
-		}
-		return append(out, "\r\n"...), nil
+	return items[0], nil
+}
+
+func readAll(r io.ReaderAt, n int64) ([]byte, error) {
+	b := make([]byte, n)
+	k, err := r.ReadAt(b, 0)
+	if k == len(b) {
+		err = nil
 	}
-	return nil, errNoSection
+	return b, err
 }
 
 // fetch answers one FETCH item: the response item name, its value, or the
 // response code of a NO.
-func (s *oracleServer) fetch(item string) (string, inode, string, error) {
+func (s *oracleServer) fetch(item string) (name string, val Node, no string, err error) {
 	up := strings.ToUpper(item)
-	num := func(n int64) inode { return inode{kind: iAtom, val: strconv.FormatInt(n, 10)} }
-	parsed := func(w *imapWriter) (inode, error) {
-		items, err := parseIMAPLine(w.b)
-		if err != nil || len(items) != 1 {
-			return inode{}, fmt.Errorf("formatter output %q: %v", w.b, err)
-		}
-		return items[0], nil
-	}
+	size := int64(len(s.blob))
+	blob := bytes.NewReader(s.blob)
+	num := func(n int64) Node { return Node{Kind: NodeAtom, Value: strconv.FormatInt(n, 10)} }
 	switch {
 	case up == "RFC822.SIZE":
 		return up, num(s.root.End()), "", nil
 	case up == "ENVELOPE":
-		w := &imapWriter{}
-		writeEnvelope(w, s.root.Envelope)
-		n, err := parsed(w)
+		n, err := parseOne(render(func(w *bufio.Writer) { Envelope(w, s.root.Envelope) }))
 		return up, n, "", err
 	case up == "BODYSTRUCTURE" || up == "BODY":
-		w := &imapWriter{}
-		w.raw("(")
-		writeBodyStructure(w, s.root, up == "BODYSTRUCTURE")
-		w.raw(")")
-		n, err := parsed(w)
+		n, err := parseOne(render(func(w *bufio.Writer) { BodyStructure(w, s.root, up == "BODYSTRUCTURE") }))
 		return up, n, "", err
 	case strings.HasPrefix(up, "BINARY.SIZE[") && strings.HasSuffix(up, "]"):
-		spec := up[len("BINARY.SIZE[") : len(up)-1]
-		var path []int
-		for _, x := range strings.Split(spec, ".") {
-			n, err := strconv.Atoi(x)
-			if err != nil {
-				return "", inode{}, "", fmt.Errorf("bad BINARY section %q", spec)
-			}
-			path = append(path, n)
+		spec, err := parseSectionSpec(up[len("BINARY.SIZE[") : len(up)-1])
+		if err != nil || spec.Specifier != "" {
+			return "", Node{}, "", fmt.Errorf("bad BINARY section %q", up)
 		}
-		part := s.root.PartAt(path)
-		if part == nil {
-			return up, num(0), "", nil
-		}
-		size, err := part.BinarySize()
+		n, err := BinarySize(s.root, blob, size, spec.Part)
 		switch {
 		case errors.Is(err, ErrUnknownCTE):
-			return up, inode{}, "UNKNOWN-CTE", nil
-		case errors.Is(err, ErrInvalidData):
-			return up, inode{}, "PARSE", nil
+			return up, Node{}, "UNKNOWN-CTE", nil
+		case errors.Is(err, ErrParse):
+			return up, Node{}, "PARSE", nil
 		}
-		return up, num(size), "", err
+		return "BINARY.SIZE[" + SectionSpec{Part: spec.Part}.String() + "]", num(n), "", err
 	case strings.HasPrefix(up, "BODY.PEEK["):
-		end := strings.LastIndexByte(up, ']')
-		spec := item[len("BODY.PEEK["):end]
-		partial := up[end+1:]
-		b, err := s.section(strings.ToUpper(spec))
+		end := strings.LastIndexByte(item, ']')
+		spec, err := parseSectionSpec(item[len("BODY.PEEK["):end])
 		if err != nil {
-			return "", inode{}, "", err
+			return "", Node{}, "", err
 		}
-		name := "BODY[" + strings.ToUpper(spec) + "]"
-		if partial != "" {
-			// <origin.count>
-			var origin, count int
+		r, n, err := Section(s.root, blob, size, spec)
+		if err != nil {
+			return "", Node{}, "", err
+		}
+		name := "BODY[" + spec.String() + "]"
+		if partial := item[end+1:]; partial != "" {
+			var origin, count int64
 			if _, err := fmt.Sscanf(partial, "<%d.%d>", &origin, &count); err != nil {
-				return "", inode{}, "", err
+				return "", Node{}, "", err
 			}
-			if origin > len(b) {
-				origin = len(b)
-			}
-			b = b[origin:min(len(b), origin+count)]
-			name += "<" + strconv.Itoa(origin) + ">"
+			r, n = Partial(r, n, origin, count)
+			name += "<" + strconv.FormatInt(origin, 10) + ">"
 		}
-		// IMAP literals must not contain NUL: serve it as 0x80, as
-		// Dovecot does (a serving-time rule of the imap package).
-		b = bytes.ReplaceAll(b, []byte{0}, []byte{0x80})
-		return name, inode{kind: iString, val: string(b)}, "", nil
+		b, err := readAll(r, n)
+		return name, Node{Kind: NodeString, Value: string(b)}, "", err
 	}
-	return "", inode{}, "", fmt.Errorf("unsupported item %q", item)
+	return "", Node{}, "", fmt.Errorf("unsupported item %q", item)
 }
 
-func oracleMessages(t *testing.T) []string {
+func oracleMessages(t testing.TB) []string {
 	t.Helper()
 	if _, err := os.Stat(oracleDir); errors.Is(err, os.ErrNotExist) {
 		t.Skipf("oracle corpus %s not present", oracleDir)
@@ -317,10 +293,19 @@ func oracleMessages(t *testing.T) []string {
 	return files
 }
 
-// dovecotNormalize applies Dovecot's storage rule on top of the store's:
-// CR CR LF becomes CR LF.
-func dovecotNormalize(b []byte) []byte {
-	return bytes.ReplaceAll(b, []byte("\r\r\n"), []byte("\r\n"))
+// storedMessage returns the message as the store keeps it and its
+// structure as FETCH reads it (Parse, Marshal, Unmarshal).
+func storedMessage(t testing.TB, raw []byte) ([]byte, *message.Part) {
+	t.Helper()
+	root, err := message.Parse(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := message.Unmarshal(root.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, stored
 }
 
 func TestOracle(t *testing.T) {
@@ -338,20 +323,8 @@ func TestOracle(t *testing.T) {
 			if dovecotStorageCRCRLF[id] {
 				msg = dovecotNormalize(msg)
 			}
-			root, err := Parse(bytes.NewReader(msg))
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkInvariants(t, root, int64(len(msg)))
-			// the stored form must serve the same answers
-			stored, err := Unmarshal(root.Marshal())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(root, stored) {
-				t.Fatalf("Marshal/Unmarshal round trip differs")
-			}
-			srv := &oracleServer{msg: msg, root: stored}
+			blob, root := storedMessage(t, msg)
+			srv := &oracleServer{blob: blob, root: root}
 			exceptions := map[string]oracleException{}
 			for _, e := range oracleExceptions[id] {
 				exceptions[e.item] = e
@@ -373,19 +346,22 @@ func TestOracle(t *testing.T) {
 	if commands < 700 {
 		t.Errorf("only %d recorded commands compared", commands)
 	}
+	if want := len(files) - len(oracleExceptions) - len(dovecotStorageCRCRLF); full != want {
+		t.Errorf("%d messages match fully, want %d", full, want)
+	}
 }
 
 func compareSection(t *testing.T, srv *oracleServer, sec oracleSection, exceptions map[string]oracleException) {
 	t.Helper()
-	cmd, err := parseIMAPLine([]byte(sec.command + "\r\n"))
-	if err != nil || len(cmd) != 4 || cmd[3].kind != iList {
+	cmd, err := ParseData([]byte(sec.command + "\r\n"))
+	if err != nil || len(cmd) != 4 || cmd[3].Kind != NodeList {
 		t.Fatalf("bad command %q", sec.command)
 	}
-	mine := map[string]inode{}
+	mine := map[string]Node{}
 	myNO := ""
 	var excepted []oracleException
-	for _, it := range cmd[3].list {
-		name, val, no, err := srv.fetch(it.val)
+	for _, it := range cmd[3].List {
+		name, val, no, err := srv.fetch(it.Value)
 		if err != nil {
 			t.Fatalf("%s: %v", sec.command, err)
 		}
@@ -407,7 +383,7 @@ func compareSection(t *testing.T, srv *oracleServer, sec oracleSection, exceptio
 		}
 		mine[name] = val
 	}
-	theirs := map[string]inode{}
+	theirs := map[string]Node{}
 	for _, u := range sec.untagged {
 		for k, v := range fetchItems(t, u) {
 			theirs[k] = v
@@ -436,7 +412,7 @@ func compareSection(t *testing.T, srv *oracleServer, sec oracleSection, exceptio
 			t.Errorf("%s: missing %s (Dovecot: %s)", sec.command, k, v)
 			continue
 		}
-		if !equalNodes(m, v) {
+		if !m.Equal(v) {
 			t.Errorf("%s: %s differs\n ours:    %s\n dovecot: %s", sec.command, k, m, v)
 		}
 	}
@@ -459,20 +435,90 @@ func TestOracleStoreNormalisation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := Parse(bytes.NewReader(normalizeCRLF(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, root := storedMessage(t, normalizeCRLF(raw))
 	if root.End() != 372 || root.BodySize != 140 || root.BodyLines != 5 {
 		t.Errorf("052 with store normalisation: size %d body %d lines %d; want 372, 140, 5 (Dovecot: 371, 139, 5)",
 			root.End(), root.BodySize, root.BodyLines)
 	}
+	if _, n, err := Section(root, bytes.NewReader(blob), int64(len(blob)), SectionSpec{}); err != nil || n != 372 {
+		t.Errorf("BODY[] of 052: %d bytes, %v", n, err)
+	}
 }
 
-// checkInvariants verifies the layout of a parsed tree.
-func checkInvariants(t testing.TB, root *Part, size int64) {
-	t.Helper()
-	if err := root.Validate(size); err != nil {
-		t.Fatal(err)
+// forEachPart calls fn with the part number of every part of root that the
+// oracle fetches (RFC 3501 section 6.4.5 numbering, as Dovecot walks it),
+// and with nil for the whole message.
+func forEachPart(root *message.Part, fn func(path []int)) {
+	fn(nil)
+	var walk func(p *message.Part, path []int)
+	walk = func(p *message.Part, path []int) {
+		switch {
+		case p.Kind == message.KindMultipart:
+			if len(p.Children) == 0 {
+				// BODYSTRUCTURE shows one empty text/plain part
+				fn(append(path[:len(path):len(path)], 1))
+			}
+			for i, c := range p.Children {
+				child := append(path[:len(path):len(path)], i+1)
+				fn(child)
+				walk(c, child)
+			}
+		case p.Message() != nil:
+			m := p.Message()
+			if m.Kind == message.KindMultipart {
+				walk(m, path)
+			} else {
+				child := append(path[:len(path):len(path)], 1)
+				fn(child)
+			}
+		}
+	}
+	if root.Kind == message.KindMultipart {
+		walk(root, nil)
+	} else {
+		fn([]int{1})
+		walk(root, []int{1})
+	}
+}
+
+// TestOracleBinaryContent: for every part of every oracle message, BINARY
+// content has exactly BINARY.SIZE bytes, or both fail the same way; every
+// BODY section reads without error and has no NUL.
+func TestOracleBinaryContent(t *testing.T) {
+	for _, file := range oracleMessages(t) {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFixture(t, string(normalizeCRLF(raw)))
+		blob, size := bytes.NewReader(f.blob), int64(len(f.blob))
+		parts := 0
+		forEachPart(f.root, func(path []int) {
+			parts++
+			n, err := BinarySize(f.root, blob, size, path)
+			r, m, err2 := Section(f.root, blob, size, SectionSpec{Part: path, Binary: true})
+			if !errors.Is(err2, err) {
+				t.Errorf("%s BINARY[%v]: Section %v, BinarySize %v", filepath.Base(file), path, err2, err)
+				return
+			}
+			if err == nil {
+				b, err := readAll(r, m)
+				if err != nil || m != n || int64(len(b)) != n {
+					t.Errorf("%s BINARY[%v]: %d bytes read (%v), size %d, BinarySize %d", filepath.Base(file), path, len(b), err, m, n)
+				}
+			}
+			for _, spec := range []string{"", "MIME", "HEADER", "TEXT"} {
+				if spec == "MIME" && path == nil {
+					continue
+				}
+				b, err := f.section(t, SectionSpec{Part: path, Specifier: spec})
+				if err != nil || strings.IndexByte(b, 0) >= 0 {
+					t.Errorf("%s BODY[%v.%s]: %v, NUL %v", filepath.Base(file), path, spec, err, strings.IndexByte(b, 0) >= 0)
+				}
+			}
+		})
+		if parts < 2 {
+			t.Errorf("%s: only %d parts walked", filepath.Base(file), parts)
+		}
 	}
 }
