@@ -196,13 +196,11 @@ func (s *session) cmdRETR(cmd command) {
 	s.nretr++
 	if !m.seen {
 		// RETR marks the message read for IMAP; TOP does not.
-		_, _, err := s.srv.Store.StoreFlags(s.srv.ctx, s.mailbox.ID, []mailstore.UID{m.msg.UID},
-			mailstore.FlagsAdd, []string{mailstore.FlagSeen}, 0)
-		if err != nil {
-			s.log.Warn("cannot set \\Seen", "user", s.account, "uid", m.msg.UID, "err", err)
-		} else {
-			m.seen = true
+		if s.seen == nil {
+			s.seen = &seenMarker{store: s.srv.Store, mailbox: s.mailbox.ID, log: s.log.With("user", s.account)}
 		}
+		s.seen.mark(s.srv.ctx, m.msg.UID)
+		m.seen = true
 	}
 }
 
@@ -276,6 +274,8 @@ func (s *session) cmdQUIT(cmd command) {
 		return
 	}
 	s.quit, s.endCause = true, "quit"
+	// The \Seen marks are durable before +OK, like the deletions.
+	s.seen.wait()
 	var uids []mailstore.UID
 	for i := range s.msgs {
 		if s.msgs[i].deleted {

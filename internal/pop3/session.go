@@ -77,6 +77,7 @@ type session struct {
 	mailbox mailstore.Mailbox
 	unlock  func()
 	msgs    []msgEntry
+	seen    *seenMarker // \Seen marks of RETR, committed in the background
 
 	nretr, ntop, ndele, nexpunged int
 }
@@ -190,6 +191,7 @@ func (s *session) handshake(tc *tls.Conn) bool {
 // finish releases everything the session holds. Nothing is expunged here:
 // only QUIT commits deletions.
 func (s *session) finish() {
+	s.seen.wait()
 	s.releaseMaildrop()
 	s.conn.Close()
 	if s.endCause == "" {
