@@ -68,6 +68,8 @@ smtp = "127.0.0.1:0"
 lmtp = "127.0.0.1:0"
 pop3 = "127.0.0.1:0"
 pop3s = "127.0.0.1:0"
+imap = "127.0.0.1:0"
+imaps = "127.0.0.1:0"
 `, dataDir, extra)
 	path := filepath.Join(t.TempDir(), "letterbox.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {

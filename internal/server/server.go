@@ -19,6 +19,7 @@ import (
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
 	"github.com/letterbox/letterbox/internal/delivery"
+	"github.com/letterbox/letterbox/internal/imap"
 	"github.com/letterbox/letterbox/internal/mailstore"
 	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
 	"github.com/letterbox/letterbox/internal/pop3"
@@ -134,14 +135,22 @@ func (s *Server) Start() error {
 				Logger: s.Logger.With("listener", name)}
 		}
 	}
+	imapServer := func(name string) func() protocolServer {
+		return func() protocolServer {
+			return &imap.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
+				Logger: s.Logger.With("listener", name)}
+		}
+	}
 	specs := []spec{
 		{"smtp", cfg.Listen.SMTP, false, smtpServer(false)},
 		{"lmtp", cfg.Listen.LMTP, false, smtpServer(true)},
+		{"imap", cfg.Listen.IMAP, false, imapServer("imap")},
+		{"imaps", cfg.Listen.IMAPS, true, imapServer("imaps")},
 		{"pop3", cfg.Listen.POP3, false, pop3Server("pop3")},
 		{"pop3s", cfg.Listen.POP3S, true, pop3Server("pop3s")},
 	}
 	for _, sp := range []struct{ name, addr string }{
-		{"submission", cfg.Listen.Submission}, {"imap", cfg.Listen.IMAP}, {"imaps", cfg.Listen.IMAPS},
+		{"submission", cfg.Listen.Submission},
 	} {
 		if sp.addr != "" {
 			s.Logger.Info("listener not available in this version, skipped", "listener", sp.name, "addr", sp.addr)

@@ -1,0 +1,370 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/letterbox/letterbox/internal/auth"
+)
+
+// plaintextAllowed reports whether this connection may carry a plaintext
+// password (design.md §5: only over TLS or from loopback).
+func (s *session) plaintextAllowed() bool {
+	return s.tls || s.srv.loopback(s.remote)
+}
+
+func (s *session) canStartTLS() bool {
+	return s.srv.TLSConfig != nil && !s.tls
+}
+
+// baseCapabilities are advertised in every state. Each is implemented and
+// covered by tests; see the package documentation.
+var baseCapabilities = []string{
+	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+	"UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
+	"SPECIAL-USE", "CREATE-SPECIAL-USE", "STATUS=SIZE",
+	"APPENDLIMIT=" + strconv.Itoa(appendLimit), "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
+	"SEARCHRES", "BINARY", "SAVEDATE", "QRESYNC", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
+}
+
+func (s *session) capabilities() string {
+	caps := append([]string(nil), baseCapabilities...)
+	if s.state == stateNotAuthenticated {
+		if s.canStartTLS() {
+			caps = append(caps, "STARTTLS")
+		}
+		if s.plaintextAllowed() {
+			caps = append(caps, "AUTH=PLAIN")
+		} else {
+			caps = append(caps, "LOGINDISABLED")
+		}
+	}
+	return strings.Join(caps, " ")
+}
+
+func (s *session) cmdCapability(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	s.untagged("CAPABILITY %s", s.capabilities())
+	return s.done(c.tag, true, "CAPABILITY completed")
+}
+
+func (s *session) cmdNoop(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	return s.done(c.tag, true, "%s completed", c.name)
+}
+
+func (s *session) cmdLogout(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	s.untagged("BYE logging out")
+	s.ok(c.tag, "LOGOUT completed")
+	s.state = stateLogout
+	s.endCause = "logout"
+	return nil
+}
+
+// cmdID answers ID (RFC 2971); the client's parameters are read and ignored.
+func (s *session) cmdID(c command) error {
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	if s.p.peek() == '(' {
+		n := 0
+		err := s.p.list(false, func() error {
+			n++
+			if n > 60 {
+				return syntaxErr("too many ID parameters")
+			}
+			if _, err := s.p.str(); err != nil {
+				return err
+			}
+			if err := s.p.sp(); err != nil {
+				return err
+			}
+			return s.nstringSkip()
+		})
+		if err != nil {
+			return err
+		}
+	} else if a, err := s.p.atom(); err != nil || upper(a) != "NIL" {
+		return syntaxErr("expected ID parameter list or NIL")
+	}
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	s.untagged(`ID ("name" "Letterbox" "vendor" "Letterbox")`)
+	return s.done(c.tag, true, "ID completed")
+}
+
+func (s *session) nstringSkip() error {
+	if s.p.peek() == '"' || s.p.peek() == '{' {
+		_, err := s.p.str()
+		return err
+	}
+	a, err := s.p.atom()
+	if err != nil || upper(a) != "NIL" {
+		return syntaxErr("expected string or NIL")
+	}
+	return nil
+}
+
+// cmdStartTLS (RFC 9051 §6.2.1). Input the client pipelined after the
+// command is discarded with the old buffer (command injection, RFC 9051
+// §11.1 / CVE-2011-0411).
+func (s *session) cmdStartTLS(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	if !s.canStartTLS() {
+		s.bad(c.tag, "STARTTLS not available")
+		return nil
+	}
+	s.ok(c.tag, "Begin TLS negotiation now")
+	if err := s.bw.Flush(); err != nil {
+		s.state = stateLogout
+		return nil
+	}
+	tc := tls.Server(s.conn, s.srv.TLSConfig)
+	if !s.handshake(tc) {
+		s.state = stateLogout
+		return nil
+	}
+	s.conn = tc
+	s.tls = true
+	s.br.Reset(tc)
+	s.bw.Reset(connWriter{s})
+	return nil
+}
+
+// refusePlaintext answers LOGIN / AUTHENTICATE PLAIN on a connection that
+// must not carry passwords (RFC 9051 §6.2.3, LOGINDISABLED).
+func (s *session) refusePlaintext(tag string) {
+	msg := "Plaintext authentication disallowed on non-TLS connections"
+	if s.canStartTLS() {
+		msg += ", use STARTTLS"
+	}
+	s.no(tag, "[PRIVACYREQUIRED] %s", msg)
+	s.log.Info("auth refused: plaintext without TLS")
+}
+
+func (s *session) cmdLogin(c command) error {
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	user, err := s.p.astring()
+	if err != nil {
+		return err
+	}
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	pass, err := s.p.astring()
+	if err != nil {
+		return err
+	}
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	if !s.plaintextAllowed() {
+		s.refusePlaintext(c.tag)
+		return nil
+	}
+	s.login(c.tag, user, pass, "LOGIN")
+	return nil
+}
+
+// cmdAuthenticate supports PLAIN (RFC 4616) with an optional initial
+// response (SASL-IR, RFC 4959).
+func (s *session) cmdAuthenticate(c command) error {
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	mech, err := s.p.atom()
+	if err != nil {
+		return err
+	}
+	var resp string
+	haveIR := false
+	if s.p.consume(' ') {
+		ir, err := s.p.atomWith(func(b byte) bool { return isAtomChar(b) || b == '=' })
+		if err != nil {
+			return err
+		}
+		resp, haveIR = ir, true
+	}
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	if upper(mech) != "PLAIN" {
+		s.no(c.tag, "unsupported authentication mechanism")
+		return nil
+	}
+	if !s.plaintextAllowed() {
+		s.refusePlaintext(c.tag)
+		return nil
+	}
+	if !haveIR {
+		s.bw.WriteString("+ \r\n")
+		if err := s.bw.Flush(); err != nil {
+			return err
+		}
+		if !s.armRead(s.srv.idleTimeout()) {
+			return errShuttingDown
+		}
+		if err := s.p.readSegment(); err != nil {
+			if err == errLineTooLong {
+				s.bad(c.tag, "SASL response too long")
+				return nil
+			}
+			return err
+		}
+		resp = string(s.p.line)
+		s.p.pos = len(s.p.line)
+		if resp == "*" {
+			s.bad(c.tag, "authentication cancelled")
+			return nil
+		}
+	}
+	if resp == "=" {
+		resp = ""
+	}
+	raw, err := base64.StdEncoding.DecodeString(resp)
+	if err != nil {
+		s.bad(c.tag, "invalid base64")
+		return nil
+	}
+	parts := bytes.Split(raw, []byte{0})
+	if len(parts) != 3 {
+		s.no(c.tag, "[AUTHENTICATIONFAILED] malformed PLAIN response")
+		return nil
+	}
+	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
+	if authz != "" && !strings.EqualFold(authz, user) {
+		s.no(c.tag, "[AUTHZFAILED] authorization identity not permitted")
+		return nil
+	}
+	s.login(c.tag, user, pass, "AUTHENTICATE")
+	return nil
+}
+
+// login checks the credentials and enters the authenticated state.
+func (s *session) login(tag, user, pass, cmd string) {
+	name, err := s.srv.Auth.Authenticate(s.srv.ctx, user, pass, s.remote)
+	if errors.Is(err, auth.ErrInvalidCredentials) {
+		s.log.Info("auth failed", "user", user)
+		s.no(tag, "[AUTHENTICATIONFAILED] Invalid credentials")
+		return
+	}
+	if err != nil {
+		s.log.Warn("auth error", "err", err)
+		s.no(tag, "[UNAVAILABLE] temporary failure, try again later")
+		return
+	}
+	acct, err := s.srv.Store.Account(context.WithoutCancel(s.srv.ctx), name)
+	if err != nil {
+		s.log.Warn("account lookup failed", "user", name, "err", err)
+		s.no(tag, "[UNAVAILABLE] temporary failure, try again later")
+		return
+	}
+	s.account = acct
+	s.user = acct.Name
+	s.sub = s.srv.Store.Subscribe(acct.ID)
+	s.state = stateAuthenticated
+	s.log.Info("login", "user", acct.Name)
+	s.ok(tag, "[CAPABILITY %s] %s completed", s.capabilities(), cmd)
+}
+
+// cmdUnauthenticate (RFC 8437): back to the not authenticated state; the
+// selected mailbox is closed without expunge.
+func (s *session) cmdUnauthenticate(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	s.sel = nil
+	if s.sub != nil {
+		s.sub.Close()
+		s.sub = nil
+	}
+	s.queue = nil
+	s.rev2, s.condstore, s.qresync, s.utf8 = false, false, false, false
+	s.state = stateNotAuthenticated
+	s.user = ""
+	s.ok(c.tag, "UNAUTHENTICATE completed")
+	return nil
+}
+
+// cmdEnable (RFC 5161).
+func (s *session) cmdEnable(c command) error {
+	var names []string
+	for s.p.consume(' ') {
+		a, err := s.p.atom()
+		if err != nil {
+			return err
+		}
+		names = append(names, a)
+	}
+	if len(names) == 0 {
+		return syntaxErr("missing capability")
+	}
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	var enabled []string
+	for _, n := range names {
+		switch upper(n) {
+		case "CONDSTORE":
+			if !s.condstore {
+				s.condstore = true
+				enabled = append(enabled, "CONDSTORE")
+			}
+		case "IMAP4REV2":
+			// RFC 9051 Appendix E: rev2 semantics for the rest of the
+			// session (UTF-8 names, ESEARCH results, no \Recent).
+			if !s.rev2 {
+				s.rev2 = true
+				enabled = append(enabled, "IMAP4rev2")
+			}
+		case "UTF8=ACCEPT":
+			// RFC 6855 §3: UTF-8 mailbox names and APPEND UTF8.
+			if !s.utf8 {
+				s.utf8 = true
+				enabled = append(enabled, "UTF8=ACCEPT")
+			}
+		case "QRESYNC":
+			// RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+			if !s.qresync {
+				s.qresync, s.condstore = true, true
+				enabled = append(enabled, "QRESYNC")
+			}
+		}
+	}
+	s.untagged("ENABLED%s", prefixEach(enabled))
+	return s.done(c.tag, true, "ENABLE completed")
+}
+
+func prefixEach(l []string) string {
+	var b strings.Builder
+	for _, x := range l {
+		b.WriteByte(' ')
+		b.WriteString(x)
+	}
+	return b.String()
+}
+
+func (s *session) cmdNamespace(c command) error {
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	s.untagged(`NAMESPACE (("" "/")) NIL NIL`)
+	return s.done(c.tag, true, "NAMESPACE completed")
+}

@@ -1,0 +1,509 @@
+package imap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/letterbox/letterbox/internal/imap/render"
+	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/message"
+)
+
+type fetchKind uint8
+
+const (
+	fetchFlags fetchKind = iota
+	fetchInternalDate
+	fetchSize
+	fetchUID
+	fetchModSeq
+	fetchSaveDate
+	fetchEnvelope
+	fetchBody          // BODY: structure without extension data
+	fetchBodyStructure // BODYSTRUCTURE
+	fetchSection       // BODY[...], BINARY[...], RFC822, RFC822.HEADER/TEXT
+	fetchBinarySize
+)
+
+// fetchItem is one fetch attribute (RFC 9051 §6.4.5).
+type fetchItem struct {
+	kind fetchKind
+	// name is the response item name for sections: "BODY", "BINARY",
+	// "RFC822", "RFC822.HEADER" or "RFC822.TEXT".
+	name    string
+	spec    render.SectionSpec
+	peek    bool
+	partial bool
+	origin  int64
+	count   int64
+}
+
+func (it fetchItem) needsStructure() bool {
+	return it.kind == fetchEnvelope || it.kind == fetchBody || it.kind == fetchBodyStructure ||
+		it.kind == fetchSection || it.kind == fetchBinarySize
+}
+
+// parseFetchAtts reads the fetch attributes: a macro, one attribute or a
+// parenthesised list.
+func (p *parser) parseFetchAtts() ([]fetchItem, error) {
+	if p.peek() == '(' {
+		var items []fetchItem
+		err := p.list(false, func() error {
+			it, err := p.fetchAtt()
+			items = append(items, it...)
+			return err
+		})
+		return items, err
+	}
+	return p.fetchAtt()
+}
+
+func (p *parser) fetchAtt() ([]fetchItem, error) {
+	name, err := p.atomWith(func(c byte) bool { return isAtomChar(c) && c != '[' && c != '<' })
+	if err != nil {
+		return nil, syntaxErr("expected fetch attribute")
+	}
+	name = upper(name)
+	simple := func(k fetchKind) ([]fetchItem, error) { return []fetchItem{{kind: k}}, nil }
+	switch name {
+	case "ALL":
+		return []fetchItem{{kind: fetchFlags}, {kind: fetchInternalDate}, {kind: fetchSize}, {kind: fetchEnvelope}}, nil
+	case "FAST":
+		return []fetchItem{{kind: fetchFlags}, {kind: fetchInternalDate}, {kind: fetchSize}}, nil
+	case "FULL":
+		return []fetchItem{{kind: fetchFlags}, {kind: fetchInternalDate}, {kind: fetchSize}, {kind: fetchEnvelope}, {kind: fetchBody}}, nil
+	case "FLAGS":
+		return simple(fetchFlags)
+	case "INTERNALDATE":
+		return simple(fetchInternalDate)
+	case "RFC822.SIZE":
+		return simple(fetchSize)
+	case "UID":
+		return simple(fetchUID)
+	case "MODSEQ":
+		return simple(fetchModSeq)
+	case "SAVEDATE":
+		return simple(fetchSaveDate)
+	case "ENVELOPE":
+		return simple(fetchEnvelope)
+	case "BODYSTRUCTURE":
+		return simple(fetchBodyStructure)
+	case "RFC822":
+		return []fetchItem{{kind: fetchSection, name: "RFC822"}}, nil
+	case "RFC822.HEADER":
+		return []fetchItem{{kind: fetchSection, name: "RFC822.HEADER", peek: true, spec: render.SectionSpec{Specifier: render.SpecHeader}}}, nil
+	case "RFC822.TEXT":
+		return []fetchItem{{kind: fetchSection, name: "RFC822.TEXT", spec: render.SectionSpec{Specifier: render.SpecText}}}, nil
+	case "BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE":
+	default:
+		return nil, syntaxErr("unknown fetch attribute %q", name)
+	}
+	if p.peek() != '[' {
+		if name == "BODY" {
+			return simple(fetchBody)
+		}
+		return nil, syntaxErr("expected section")
+	}
+	it := fetchItem{kind: fetchSection, name: strings.TrimSuffix(name, ".PEEK"), peek: strings.HasSuffix(name, ".PEEK")}
+	binary := strings.HasPrefix(name, "BINARY")
+	if name == "BINARY.SIZE" {
+		it.kind = fetchBinarySize
+	}
+	if it.spec, err = p.section(binary); err != nil {
+		return nil, err
+	}
+	if p.peek() == '<' && it.kind == fetchSection {
+		p.pos++
+		o, err := p.number(32)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expect('.'); err != nil {
+			return nil, err
+		}
+		n, err := p.number(32)
+		if err != nil || n == 0 {
+			return nil, syntaxErr("bad partial count")
+		}
+		if err := p.expect('>'); err != nil {
+			return nil, err
+		}
+		it.partial, it.origin, it.count = true, int64(o), int64(n)
+	}
+	return []fetchItem{it}, nil
+}
+
+// section parses "[" section-spec "]" (RFC 9051 §9 section, section-binary).
+func (p *parser) section(binary bool) (render.SectionSpec, error) {
+	spec := render.SectionSpec{Binary: binary}
+	if err := p.expect('['); err != nil {
+		return spec, err
+	}
+	for p.peek() >= '0' && p.peek() <= '9' {
+		n, err := p.number(32)
+		if err != nil || n == 0 {
+			return spec, syntaxErr("bad part number")
+		}
+		spec.Part = append(spec.Part, int(n))
+		if len(spec.Part) > 100 {
+			return spec, syntaxErr("part number too deep")
+		}
+		if !p.consume('.') {
+			break
+		}
+	}
+	if p.peek() != ']' {
+		if binary {
+			return spec, syntaxErr("BINARY takes a part number only")
+		}
+		sp, err := p.atomWith(func(c byte) bool { return isAtomChar(c) })
+		if err != nil {
+			return spec, syntaxErr("bad section")
+		}
+		spec.Specifier = upper(sp)
+		switch spec.Specifier {
+		case render.SpecHeader, render.SpecText:
+		case render.SpecMIME:
+			if len(spec.Part) == 0 {
+				return spec, syntaxErr("MIME needs a part number")
+			}
+		case render.SpecHeaderFields, render.SpecHeaderFieldsNot:
+			if err := p.sp(); err != nil {
+				return spec, err
+			}
+			err := p.list(false, func() error {
+				f, err := p.astring()
+				spec.Fields = append(spec.Fields, f)
+				return err
+			})
+			if err != nil {
+				return spec, err
+			}
+		default:
+			return spec, syntaxErr("bad section specifier")
+		}
+	}
+	if err := p.expect(']'); err != nil {
+		return spec, err
+	}
+	return spec, nil
+}
+
+// cmdFetch answers FETCH and UID FETCH, with the CONDSTORE modifier
+// CHANGEDSINCE (RFC 7162 §3.1.4).
+func (s *session) cmdFetch(c command) error {
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	set, err := s.p.seqSet()
+	if err != nil {
+		return err
+	}
+	if err := s.p.sp(); err != nil {
+		return err
+	}
+	items, err := s.p.parseFetchAtts()
+	if err != nil {
+		return err
+	}
+	var changedSince uint64
+	vanished := false
+	if s.p.consume(' ') {
+		err := s.p.list(false, func() error {
+			a, err := s.p.atom()
+			if err != nil {
+				return syntaxErr("unknown FETCH modifier")
+			}
+			switch upper(a) {
+			case "CHANGEDSINCE":
+				if err := s.p.sp(); err != nil {
+					return err
+				}
+				changedSince, err = s.p.number(63)
+				return err
+			case "VANISHED":
+				vanished = true
+				return nil
+			}
+			return syntaxErr("unknown FETCH modifier")
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// RFC 7162 §3.2.6: VANISHED needs UID FETCH, CHANGEDSINCE and an
+	// enabled QRESYNC.
+	if vanished && (!c.uid || changedSince == 0 || !s.qresync) {
+		return syntaxErr("VANISHED needs UID FETCH with CHANGEDSINCE and QRESYNC enabled")
+	}
+	if err := s.p.end(); err != nil {
+		return err
+	}
+	seqs, ok := s.resolveSet(set, c.uid)
+	if !ok {
+		return syntaxErr("invalid message sequence number")
+	}
+	if changedSince > 0 && !hasKind(items, fetchModSeq) {
+		items = append(items, fetchItem{kind: fetchModSeq})
+	}
+	if hasKind(items, fetchModSeq) {
+		s.condstore = true // RFC 7162 §3.1: MODSEQ enables CONDSTORE
+	}
+	if c.uid && !hasKind(items, fetchUID) {
+		items = append([]fetchItem{{kind: fetchUID}}, items...)
+	}
+	if vanished {
+		gone, err := s.srv.Store.Vanished(s.srv.ctx, s.sel.mb.ID, changedSince)
+		if err != nil {
+			return s.storeFailed(c.tag, err)
+		}
+		var in []mailstore.UID
+		for _, u := range gone {
+			if set.containsUID(u, s.sel.uids) {
+				in = append(in, u)
+			}
+		}
+		if len(in) > 0 {
+			s.untagged("VANISHED (EARLIER) %s", formatUIDSet(in))
+		}
+	}
+	if err := s.fetch(c, seqs, items, changedSince); err != nil {
+		return err
+	}
+	return nil
+}
+
+func hasKind(items []fetchItem, k fetchKind) bool {
+	return slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == k })
+}
+
+// lookupMessages returns the store's records of the view's messages with
+// the given sequence numbers (nil entries for messages expunged meanwhile).
+func (s *session) lookupMessages(seqs []uint32) ([]*mailstore.Message, error) {
+	all, err := s.srv.Store.Messages(s.srv.ctx, s.sel.mb.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*mailstore.Message, len(seqs))
+	j := 0
+	for i, n := range seqs {
+		uid := s.sel.uids[n-1]
+		for j < len(all) && all[j].UID < uid {
+			j++
+		}
+		if j < len(all) && all[j].UID == uid {
+			out[i] = &all[j]
+		}
+	}
+	return out, nil
+}
+
+const dateLayout = "02-Jan-2006 15:04:05 -0700"
+
+func (s *session) fetch(c command, seqs []uint32, items []fetchItem, changedSince uint64) error {
+	msgs, err := s.lookupMessages(seqs)
+	if err != nil {
+		return s.storeFailed(c.tag, err)
+	}
+	// Fetching a body section without PEEK sets \Seen (RFC 9051 §6.4.5);
+	// the new flags are reported in the same FETCH response.
+	setSeen := false
+	structure := false
+	for _, it := range items {
+		if it.kind == fetchSection && !it.peek {
+			setSeen = true
+		}
+		structure = structure || it.needsStructure()
+	}
+	seenNow := map[mailstore.UID]bool{}
+	if setSeen && !s.sel.readOnly {
+		var unseen []mailstore.UID
+		for _, m := range msgs {
+			if m != nil && !m.HasFlag(mailstore.FlagSeen) && m.ModSeq > changedSince {
+				unseen = append(unseen, m.UID)
+			}
+		}
+		if len(unseen) > 0 {
+			changed, _, err := s.srv.Store.StoreFlags(s.srv.ctx, s.sel.mb.ID, unseen, mailstore.FlagsAdd,
+				[]string{mailstore.FlagSeen}, 0)
+			if err != nil {
+				return s.storeFailed(c.tag, err)
+			}
+			byUID := map[mailstore.UID]mailstore.Message{}
+			for _, m := range changed {
+				byUID[m.UID] = m
+				s.sel.reported[m.UID] = m.ModSeq
+			}
+			for _, m := range msgs {
+				if m == nil {
+					continue
+				}
+				if n, ok := byUID[m.UID]; ok {
+					m.Flags, m.ModSeq = n.Flags, n.ModSeq
+					seenNow[m.UID] = true
+				}
+			}
+		}
+	}
+	var failure error
+	for i, m := range msgs {
+		if m == nil || m.ModSeq <= changedSince {
+			continue
+		}
+		if err := s.fetchOne(seqs[i], m, items, structure, seenNow[m.UID]); err != nil {
+			var w writeError
+			if errors.As(err, &w) {
+				return w.err
+			}
+			failure = err
+		}
+	}
+	// No EXPUNGE after FETCH by sequence number (RFC 9051 §7.5.1).
+	s.update(c.uid)
+	if failure != nil {
+		switch {
+		case errors.Is(failure, render.ErrUnknownCTE):
+			s.no(c.tag, "[UNKNOWN-CTE] unknown Content-Transfer-Encoding")
+		case errors.Is(failure, render.ErrParse):
+			s.no(c.tag, "[PARSE] cannot decode message part")
+		default:
+			s.log.Error("fetch failed", "err", failure)
+			s.no(c.tag, "[SERVERBUG] some messages could not be fetched")
+		}
+		return nil
+	}
+	s.ok(c.tag, "FETCH completed")
+	return nil
+}
+
+// writeError marks a failure to write to the client: the session ends.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+
+// sectionData is a prepared section to stream.
+type sectionData struct {
+	r    io.ReaderAt
+	size int64
+}
+
+// fetchOne writes the FETCH response of one message. Everything that can
+// fail for reasons of the message (its structure, BINARY decoding) is
+// prepared before the first byte is written, so a failing message is left
+// out whole.
+func (s *session) fetchOne(seq uint32, m *mailstore.Message, items []fetchItem, structure, seen bool) error {
+	var root *message.Part
+	var blob mailstore.Blob
+	if structure {
+		var err error
+		if root, err = s.srv.Store.Structure(s.srv.ctx, s.sel.mb.ID, m.UID); err != nil {
+			return err
+		}
+	}
+	data := make([]sectionData, len(items))
+	binSizes := make([]int64, len(items))
+	for i, it := range items {
+		switch it.kind {
+		case fetchSection:
+			if blob == nil {
+				var err error
+				if blob, err = s.srv.Store.OpenBlob(s.srv.ctx, m.BlobID); err != nil {
+					return err
+				}
+				defer blob.Close()
+			}
+			r, n, err := render.Section(root, blob, m.Size, it.spec)
+			if err != nil {
+				return err
+			}
+			if it.partial {
+				r, n = render.Partial(r, n, it.origin, it.count)
+			}
+			data[i] = sectionData{r, n}
+		case fetchBinarySize:
+			n, err := render.BinarySize(root, nil, m.Size, it.spec.Part)
+			if err != nil {
+				return err
+			}
+			binSizes[i] = n
+		}
+	}
+	w := s.bw
+	fmt.Fprintf(w, "* %d FETCH (", seq)
+	first := true
+	sep := func() {
+		if !first {
+			w.WriteByte(' ')
+		}
+		first = false
+	}
+	flagsDone := false
+	for i, it := range items {
+		sep()
+		switch it.kind {
+		case fetchFlags:
+			w.WriteString("FLAGS (" + strings.Join(m.Flags, " ") + ")")
+			flagsDone = true
+		case fetchInternalDate:
+			w.WriteString(`INTERNALDATE "` + m.InternalDate.Format(dateLayout) + `"`)
+		case fetchSize:
+			w.WriteString("RFC822.SIZE " + strconv.FormatInt(m.Size, 10))
+		case fetchUID:
+			w.WriteString("UID " + strconv.FormatUint(uint64(m.UID), 10))
+		case fetchModSeq:
+			w.WriteString("MODSEQ (" + strconv.FormatUint(m.ModSeq, 10) + ")")
+		case fetchSaveDate:
+			if m.SaveDate.IsZero() {
+				w.WriteString("SAVEDATE NIL")
+			} else {
+				w.WriteString(`SAVEDATE "` + m.SaveDate.Format(dateLayout) + `"`)
+			}
+		case fetchEnvelope:
+			w.WriteString("ENVELOPE ")
+			render.Envelope(w, root.Envelope)
+		case fetchBody:
+			w.WriteString("BODY ")
+			render.BodyStructure(w, root, false)
+		case fetchBodyStructure:
+			w.WriteString("BODYSTRUCTURE ")
+			render.BodyStructure(w, root, true)
+		case fetchBinarySize:
+			w.WriteString("BINARY.SIZE[" + it.spec.String() + "] " + strconv.FormatInt(binSizes[i], 10))
+		case fetchSection:
+			if strings.HasPrefix(it.name, "RFC822") {
+				w.WriteString(it.name + " ")
+			} else {
+				w.WriteString(it.name + "[" + it.spec.String() + "]")
+				if it.partial {
+					w.WriteString("<" + strconv.FormatInt(it.origin, 10) + ">")
+				}
+				w.WriteByte(' ')
+			}
+			d := data[i]
+			if it.spec.Binary {
+				render.Literal8(w, d.size)
+			} else {
+				render.Literal(w, d.size)
+			}
+			n, err := io.Copy(w, io.NewSectionReader(d.r, 0, d.size))
+			if err != nil || n != d.size {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				// The announced literal cannot be completed: the
+				// connection is unusable.
+				return writeError{fmt.Errorf("streaming section: %w", err)}
+			}
+		}
+	}
+	if seen && !flagsDone {
+		sep()
+		w.WriteString("FLAGS (" + strings.Join(m.Flags, " ") + ")")
+	}
+	w.WriteString(")\r\n")
+	return nil
+}
