@@ -14,7 +14,7 @@ import (
 // creates demo@localhost, prints its password and ready-to-paste commands;
 // the printed curl commands send a message and read it back over POP3.
 func TestLocalModeREADME(t *testing.T) {
-	for _, addr := range []string{"127.0.0.1:2525", "127.0.0.1:1110"} {
+	for _, addr := range []string{"127.0.0.1:2525", "127.0.0.1:1110", "127.0.0.1:1143"} {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Fatalf("local mode needs %s free: %v", addr, err)
@@ -36,7 +36,8 @@ func TestLocalModeREADME(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "letterbox-data", "letterbox.db")); err != nil {
 		t.Fatalf("local mode data dir: %v", err)
 	}
-	for _, want := range []string{"curl -s smtp://127.0.0.1:2525", "curl -s pop3://127.0.0.1:1110/1 -u 'demo@localhost:" + password + "'"} {
+	for _, want := range []string{"curl -s smtp://127.0.0.1:2525", "curl -s pop3://127.0.0.1:1110/1 -u 'demo@localhost:" + password + "'",
+		"curl -s 'imap://127.0.0.1:1143/INBOX;UID=1' -u 'demo@localhost:" + password + "'"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}
@@ -54,6 +55,10 @@ func TestLocalModeREADME(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(got), msg) || !strings.HasPrefix(string(got), "Return-Path: <you@example.org>\r\nReceived: from ") {
 		t.Fatalf("message read back over POP3:\n%q", got)
+	}
+	imapGot, err := exec.Command(curl, "-sS", "imap://127.0.0.1:1143/INBOX;UID=1", "-u", "demo@localhost:"+password).Output()
+	if err != nil || string(imapGot) != string(got) {
+		t.Fatalf("curl imap: %v\n%q\nwant the same octets as POP3:\n%q", err, imapGot, got)
 	}
 	// curl does not QUIT-delete: the message is still there for a second read.
 	list, err := exec.Command(curl, "-sS", "pop3://127.0.0.1:1110/", "-u", "demo@localhost:"+password).Output()

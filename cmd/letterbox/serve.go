@@ -115,14 +115,17 @@ Send it a message (SMTP on %[3]s):
   printf 'From: you@example.org\r\nTo: %[1]s\r\nSubject: hello\r\n\r\nHello from Letterbox.\r\n' |
     curl -s smtp://%[3]s --mail-from you@example.org --mail-rcpt %[1]s -T -
 
-Read it over POP3 (%[4]s), leaving it on the server:
+Read it over IMAP (%[7]s):
+  curl -s 'imap://%[7]s/INBOX;UID=1' -u '%[1]s:%[2]s'
+
+or over POP3 (%[4]s), leaving it on the server:
   curl -s pop3://%[4]s/1 -u '%[1]s:%[2]s'
 
 or download it with fetchmail over STARTTLS, trusting the generated certificate
 (fetchmail asks for the password; drop --keep to delete it from the server):
   fetchmail --protocol pop3 --service %[5]s --user %[1]s --keep --sslcertfile %[6]s --mda cat localhost
 
-`, demo, password, cfg.Listen.SMTP, cfg.Listen.POP3, portOf(cfg.Listen.POP3), filepath.Join(cfg.DataDir, "tls", "cert.pem"))
+`, demo, password, cfg.Listen.SMTP, cfg.Listen.POP3, portOf(cfg.Listen.POP3), filepath.Join(cfg.DataDir, "tls", "cert.pem"), cfg.Listen.IMAP)
 	return nil
 }
 
