@@ -36,19 +36,20 @@ usage: bench/run.sh [options]
   --seed N               PRNG seed of the mix (default $SEED)
   --conc "LIST"          LMTP connection counts (default "$CONCS")
   --users N              bench users; messages go to 1-3 of them (default $USERS)
-  --repeat R             run every step R times (interleaved); the table shows medians
+  --repeat R             run every step R times (interleaved); the table shows the fastest
   --only SERVER          run only dovecot or only letterbox
   --dovecot-format F     maildir or sdbox (default $DOVECOT_FORMAT)
   --workdir DIR          where temp stores go; must be a real disk, not tmpfs
                          (default \$BENCH_WORKDIR or /var/tmp)
   --max-minutes M        stop measuring after M minutes; later steps are skipped
-                         (default $MAX_MINUTES; a 10,000-message run takes ~10 on an idle machine)
+                         (default $MAX_MINUTES; a 10,000-message run takes ~6 on an idle machine)
   --keep                 keep the mail stores (default: delete them, keep logs)
   --no-save              do not write bench/results/<date>.json
   --no-install           do not apt-get install dovecot when missing
 EOF
 }
 
+COMMAND="bench/run.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--messages) MESSAGES=$2; shift 2 ;;
@@ -81,7 +82,6 @@ case "$DOVECOT_FORMAT" in maildir | sdbox) ;; *) echo "run.sh: --dovecot-format 
 for c in $CONCS; do [[ "$c" =~ ^[0-9]+$ && "$c" -ge 1 ]] || { echo "run.sh: bad --conc entry $c" >&2; exit 2; }; done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-COMMAND="bench/run.sh $*"
 SERVER_PID=""
 POLICY_RCD_CREATED=0
 WORK=""
@@ -184,7 +184,7 @@ fi
 mkdir -p "$WORKROOT"
 WORK=$(mktemp -d "$WORKROOT/lbbench.XXXXXX")
 chmod 755 "$WORK" # dovecot's unprivileged processes must traverse it
-FSTYPE=$(stat -f -c %T "$WORK")
+FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 if [ "$FSTYPE" = tmpfs ] || [ "$FSTYPE" = ramfs ]; then
 	log "WARNING: $WORK is on $FSTYPE: fsync costs nothing there, results are not about durability"
 fi
@@ -207,6 +207,8 @@ if [[ " $SERVERS " == *" letterbox "* ]]; then
 	fi
 fi
 
+# What was built: the commit, "+dirty" when the work tree had changes.
+TREE=$(cd "$ROOT" && git describe --always --dirty=+dirty 2>/dev/null || echo unknown)
 DEADLINE=$(($(date +%s) + MAX_MINUTES * 60))
 MIXFLAGS=(-messages "$MESSAGES" -seed "$SEED" -users "$USERS" -domain "$DOMAIN")
 DOVECOT_VERSION=""
@@ -402,7 +404,7 @@ echo >&2
 "$MB" report -in "$RESULTS" "${OUT_ARGS[@]}" -markdown "$WORK/table.md" \
 	-info "command=$COMMAND" -info "messages=$MESSAGES" -info "seed=$SEED" -info "users=$USERS" -info "repeat=$REPEAT" \
 	-info "concurrency=$CONCS" -info "dovecot_version=$DOVECOT_VERSION" -info "dovecot_format=$DOVECOT_FORMAT" \
-	-info "letterbox_version=$LETTERBOX_VERSION" -info "letterbox_commit=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none)" \
+	-info "letterbox_version=$LETTERBOX_VERSION" -info "letterbox_commit=$TREE" \
 	-info "workdir_fs=$FSTYPE" -info "workdir_device=$DISK" -info "kernel=$(uname -r)" -info "nproc=$(nproc)" \
 	-info "wall_seconds=$(($(date +%s) - START_TIME))"
 [ "$SAVE" = 1 ] && log "summary written to ${OUT#"$ROOT"/}"

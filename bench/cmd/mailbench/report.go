@@ -68,7 +68,7 @@ func cmdReport(args []string) error {
 		maxRuns = max(maxRuns, runs[k])
 	}
 	if maxRuns > 1 {
-		fmt.Printf("(each cell: the run with the median rate among up to %d runs)\n", maxRuns)
+		fmt.Printf("(each column shows the fastest of up to %d runs; all runs are in the raw results)\n", maxRuns)
 	}
 	for _, r := range results {
 		if r.Failures > 0 {
@@ -126,9 +126,9 @@ func buildRows(results []Result, a, b string) []Row {
 		kind string
 		conc int
 	}
-	// With repeated runs, the row shows the run with the median rate of
-	// each (server, kind, concurrency); failed runs only count when every
-	// run of that key failed.
+	// With repeated runs, the row shows the fastest run of each (server,
+	// kind, concurrency): on a shared machine, background load only ever
+	// slows a run down. Failed runs only count when every run failed.
 	all := map[string]map[key][]Result{a: {}, b: {}}
 	var keys []key
 	for _, r := range results {
@@ -144,7 +144,7 @@ func buildRows(results []Result, a, b string) []Row {
 	last := map[string]map[key]Result{a: {}, b: {}}
 	for srv, m := range all {
 		for k, rs := range m {
-			last[srv][k] = medianResult(rs)
+			last[srv][k] = bestResult(rs)
 		}
 	}
 	slices.SortStableFunc(keys, func(x, y key) int {
@@ -205,12 +205,12 @@ func rate(r Result) float64 {
 	return r.PerSec
 }
 
-func medianResult(rs []Result) Result {
+func bestResult(rs []Result) Result {
 	ok := slices.DeleteFunc(slices.Clone(rs), func(r Result) bool { return r.Failures > 0 })
 	if len(ok) == 0 {
 		ok = rs
 	}
-	slices.SortStableFunc(ok, func(x, y Result) int {
+	return slices.MaxFunc(ok, func(x, y Result) int {
 		switch {
 		case rate(x) < rate(y):
 			return -1
@@ -219,7 +219,6 @@ func medianResult(rs []Result) Result {
 		}
 		return 0
 	})
-	return ok[(len(ok)-1)/2]
 }
 
 func fmtNum(v *float64) string {
