@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -283,20 +284,30 @@ func hasKind(items []fetchItem, k fetchKind) bool {
 
 // lookupMessages returns the store's records of the view's messages with
 // the given sequence numbers (nil entries for messages expunged meanwhile).
+// It reads only those messages: their UIDs go to the store as ranges of
+// runs of consecutive view entries (mailstore.UIDRanges), so "1:*" is one
+// index range scan and "7" one point lookup, whatever the mailbox size.
 func (s *session) lookupMessages(seqs []uint32) ([]*mailstore.Message, error) {
-	all, err := s.srv.Store.Messages(s.srv.ctx, s.sel.mb.ID)
+	uids := make([]mailstore.UID, len(seqs))
+	for i, n := range seqs {
+		uids[i] = s.sel.uids[n-1]
+	}
+	sorted := uids
+	if !slices.IsSorted(sorted) {
+		sorted = slices.Clone(uids)
+		slices.Sort(sorted)
+		sorted = slices.Compact(sorted)
+	}
+	found, err := s.srv.Store.MessagesInRanges(s.srv.ctx, s.sel.mb.ID, mailstore.UIDRanges(sorted, s.sel.uids))
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*mailstore.Message, len(seqs))
-	j := 0
-	for i, n := range seqs {
-		uid := s.sel.uids[n-1]
-		for j < len(all) && all[j].UID < uid {
-			j++
-		}
-		if j < len(all) && all[j].UID == uid {
-			out[i] = &all[j]
+	for i, uid := range uids {
+		if j, ok := slices.BinarySearchFunc(found, uid, func(m mailstore.Message, u mailstore.UID) int {
+			return cmp.Compare(m.UID, u)
+		}); ok {
+			out[i] = &found[j]
 		}
 	}
 	return out, nil

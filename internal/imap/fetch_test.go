@@ -1,10 +1,14 @@
 package imap
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
 const multipartMsg = "From: Bob <bob@example.org>\r\n" +
@@ -135,5 +139,58 @@ func TestFlushPerCommand(t *testing.T) {
 	c.until("e")
 	if n := cl.count() - before; n != 1 {
 		t.Fatalf("3 pipelined commands took %d writes, want 1", n)
+	}
+}
+
+// messagesCounter counts Store.Messages calls: the session must read only
+// the messages a command names (MessagesInRanges) and build its view with
+// View, never load the whole mailbox.
+type messagesCounter struct {
+	mailstore.Store
+	n atomic.Int64
+}
+
+func (m *messagesCounter) Messages(ctx context.Context, mailboxID int64) ([]mailstore.Message, error) {
+	m.n.Add(1)
+	return m.Store.Messages(ctx, mailboxID)
+}
+
+func TestSubsetReads(t *testing.T) {
+	var counter *messagesCounter
+	e := newEnv(t, envOptions{wrap: func(st mailstore.Store) mailstore.Store {
+		counter = &messagesCounter{Store: st}
+		return counter
+	}})
+	e.deliverN(6)
+	c := e.login()
+	e.selectInbox(c, "a", 6, 1)
+	c.exchange("b", `STORE 2,4 +FLAGS.SILENT (\Deleted)`, "b OK STORE completed")
+	c.exchange("c", "EXPUNGE", "* 4 EXPUNGE", "* 2 EXPUNGE", "c OK EXPUNGE completed")
+	// The view is now UIDs 1 3 5 6.
+	c.exchange("d", "UID FETCH 1:* UID", "* 1 FETCH (UID 1)", "* 2 FETCH (UID 3)", "* 3 FETCH (UID 5)",
+		"* 4 FETCH (UID 6)", "d OK FETCH completed")
+	c.exchange("e", "FETCH 2:3 UID", "* 2 FETCH (UID 3)", "* 3 FETCH (UID 5)", "e OK FETCH completed")
+	c.exchange("f", "UID FETCH 2,4 UID", "f OK FETCH completed")
+	c.exchange("g", "UID FETCH 4:5,1 UID", "* 1 FETCH (UID 1)", "* 3 FETCH (UID 5)", "g OK FETCH completed")
+	c.exchange("h", `STORE 3:4 +FLAGS (\Flagged)`, `* 3 FETCH (FLAGS (\Flagged))`, `* 4 FETCH (FLAGS (\Flagged))`,
+		"h OK STORE completed")
+	for _, tc := range []struct{ query, want string }{
+		{"UID SEARCH UID 2:5", "* SEARCH 3 5"},
+		{"SEARCH 2:4 NOT 3", "* SEARCH 2 4"},
+		{"SEARCH OR 1 4", "* SEARCH 1 4"},
+		{"SEARCH (2:4 (UID 5:*))", "* SEARCH 3 4"},
+		{"SEARCH 1 UID 6", "* SEARCH"},
+		{"SEARCH UID 2,4", "* SEARCH"},
+		{"SEARCH 2:* FLAGGED", "* SEARCH 3 4"},
+		{"UID SEARCH 1:2 UNFLAGGED", "* SEARCH 1 3"},
+	} {
+		c.exchange("s", tc.query, tc.want, "s OK SEARCH completed")
+	}
+	c.exchange("i", `UID STORE 5 +FLAGS.SILENT (\Deleted)`, "i OK STORE completed")
+	c.exchange("j", "UID EXPUNGE 1:3", "j OK EXPUNGE completed")
+	c.exchange("k", "UID EXPUNGE 4:*", "* 3 EXPUNGE", "k OK EXPUNGE completed")
+	c.exchange("l", "COPY 1:* Trash", "l OK [COPYUID "+itoa(uint64(mustValidity(e, "Trash")))+" 1,3,6 1:3] COPY completed")
+	if n := counter.n.Load(); n != 0 {
+		t.Errorf("Store.Messages called %d times", n)
 	}
 }

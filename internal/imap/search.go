@@ -391,6 +391,46 @@ func (s *session) checkSets(k *searchKey) bool {
 	return true
 }
 
+// candidates returns the ascending sequence numbers that can match k as
+// far as its sequence-set and UID keys at the top level (or in nested
+// parenthesised lists) say, or nil when they do not restrict it: only those
+// messages are read from the store, so "UID SEARCH UID 5:9 ..." on a large
+// mailbox does not read every message. checkSets must have run.
+func candidates(k *searchKey) []uint32 {
+	switch k.op {
+	case "SEQSET", "UID":
+		if k.seqs == nil {
+			return []uint32{}
+		}
+		return k.seqs
+	case "AND":
+		var out []uint32
+		restricted := false
+		for _, kid := range k.kids {
+			c := candidates(kid)
+			if c == nil {
+				continue
+			}
+			if !restricted {
+				out, restricted = c, true
+				continue
+			}
+			var both []uint32
+			for _, n := range out {
+				if _, ok := slices.BinarySearch(c, n); ok {
+					both = append(both, n)
+				}
+			}
+			if both == nil {
+				both = []uint32{}
+			}
+			out = both
+		}
+		return out
+	}
+	return nil
+}
+
 func hasModSeq(k *searchKey) bool {
 	if k.op == "MODSEQ" {
 		return true
@@ -486,11 +526,14 @@ func (s *session) cmdSearch(c command) error {
 	if modseq {
 		s.condstore = true
 	}
-	all := make([]uint32, len(s.sel.uids))
-	for i := range all {
-		all[i] = uint32(i + 1)
+	cand := candidates(prog)
+	if cand == nil {
+		cand = make([]uint32, len(s.sel.uids))
+		for i := range cand {
+			cand[i] = uint32(i + 1)
+		}
 	}
-	msgs, err := s.lookupMessages(all)
+	msgs, err := s.lookupMessages(cand)
 	if err != nil {
 		return s.storeFailed(c.tag, err)
 	}
@@ -501,7 +544,8 @@ func (s *session) cmdSearch(c command) error {
 		if m == nil {
 			continue
 		}
-		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
+		seq := cand[i]
+		sm := &searchMsg{s: s, seq: seq, m: m}
 		ok := s.match(prog, sm, c.uid)
 		sm.close()
 		if !ok {
@@ -510,7 +554,7 @@ func (s *session) cmdSearch(c command) error {
 		if c.uid {
 			hits = append(hits, uint64(m.UID))
 		} else {
-			hits = append(hits, uint64(i+1))
+			hits = append(hits, uint64(seq))
 		}
 		maxMod = max(maxMod, m.ModSeq)
 		savedUIDs = append(savedUIDs, m.UID)

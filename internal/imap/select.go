@@ -87,7 +87,9 @@ func (s *session) cmdSelect(c command) error {
 		s.sub.Drain() // the snapshot below includes these changes
 	}
 	s.queue = s.queue[:0]
-	msgs, err := s.srv.Store.Messages(s.srv.ctx, mustMailboxID(s, name))
+	// The view needs only the UIDs, UNSEEN and the keywords in use:
+	// View reads them without materialising every message.
+	view, err := s.srv.Store.View(s.srv.ctx, mustMailboxID(s, name))
 	if err != nil {
 		return s.storeFailed(c.tag, err)
 	}
@@ -98,20 +100,18 @@ func (s *session) cmdSelect(c command) error {
 	if condstore && !s.condstore {
 		s.condstore = true // RFC 7162 §3.1: CONDSTORE parameter enables it
 	}
-	v := &selected{mb: mb, readOnly: c.name == "EXAMINE", uids: make([]mailstore.UID, len(msgs)),
+	v := &selected{mb: mb, readOnly: c.name == "EXAMINE", uids: view.UIDs,
 		reported: map[mailstore.UID]uint64{}}
-	var keywords []string
+	if v.uids == nil {
+		v.uids = []mailstore.UID{}
+	}
 	firstUnseen := 0
-	for i, m := range msgs {
-		v.uids[i] = m.UID
-		if firstUnseen == 0 && !m.HasFlag(mailstore.FlagSeen) {
-			firstUnseen = i + 1
-		}
-		for _, f := range m.Flags {
-			if !strings.HasPrefix(f, `\`) && !slices.Contains(keywords, f) && len(keywords) < 200 {
-				keywords = append(keywords, f)
-			}
-		}
+	if view.FirstUnseen != 0 {
+		firstUnseen = v.seqOf(view.FirstUnseen)
+	}
+	keywords := view.Keywords
+	if len(keywords) > 200 {
+		keywords = keywords[:200]
 	}
 	slices.Sort(keywords)
 	flags := `\Answered \Flagged \Deleted \Seen \Draft` + prefixEach(keywords)
@@ -146,7 +146,7 @@ func (s *session) cmdSelect(c command) error {
 	s.sel = v
 	s.state = stateSelected
 	if qr != nil && qr.uidValidity == mb.UIDValidity {
-		if err := s.qresyncReport(v, msgs, qr); err != nil {
+		if err := s.qresyncReport(v, qr); err != nil {
 			return s.storeFailed(c.tag, err)
 		}
 	}
@@ -199,7 +199,25 @@ func (s *session) cmdClose(c command) error {
 // expungeDeleted expunges the view's messages flagged \Deleted (only those
 // in only, when non-nil) and returns the removed UIDs.
 func (s *session) expungeDeleted(v *selected, only map[mailstore.UID]bool) ([]mailstore.UID, error) {
-	msgs, err := s.srv.Store.Messages(s.srv.ctx, v.mb.ID)
+	cand := v.uids
+	if only == nil {
+		// CLOSE and EXPUNGE usually find nothing to remove: the count
+		// costs a few bytes per message, reading them a few hundred.
+		view, err := s.srv.Store.View(s.srv.ctx, v.mb.ID)
+		if err != nil {
+			return nil, err
+		}
+		if view.Deleted == 0 {
+			return nil, nil
+		}
+	} else {
+		cand = make([]mailstore.UID, 0, len(only))
+		for u := range only {
+			cand = append(cand, u)
+		}
+		slices.Sort(cand)
+	}
+	msgs, err := s.srv.Store.MessagesInRanges(s.srv.ctx, v.mb.ID, mailstore.UIDRanges(cand, v.uids))
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +469,7 @@ func (q *qresyncParams) inKnown(uid mailstore.UID) bool {
 // qresyncReport sends what changed since the client's MODSEQ: VANISHED
 // (EARLIER) from the expunge log, then FETCH (UID FLAGS MODSEQ) of changed
 // messages (RFC 7162 §3.2.5.1).
-func (s *session) qresyncReport(v *selected, msgs []mailstore.Message, q *qresyncParams) error {
+func (s *session) qresyncReport(v *selected, q *qresyncParams) error {
 	gone, err := s.srv.Store.Vanished(s.srv.ctx, v.mb.ID, q.modSeq)
 	if err != nil {
 		return err
@@ -465,9 +483,15 @@ func (s *session) qresyncReport(v *selected, msgs []mailstore.Message, q *qresyn
 	if len(vanished) > 0 {
 		s.untagged("VANISHED (EARLIER) %s", formatUIDSet(vanished))
 	}
-	for i, m := range msgs {
-		if m.ModSeq > q.modSeq {
-			fmt.Fprintf(s.bw, "* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n", i+1, m.UID, strings.Join(m.Flags, " "), m.ModSeq)
+	changed, err := s.srv.Store.MessagesChangedSince(s.srv.ctx, v.mb.ID, q.modSeq)
+	if err != nil {
+		return err
+	}
+	for _, m := range changed {
+		// Messages appended after the view's snapshot are announced
+		// by the update that follows.
+		if n := v.seqOf(m.UID); n > 0 {
+			fmt.Fprintf(s.bw, "* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n", n, m.UID, strings.Join(m.Flags, " "), m.ModSeq)
 		}
 	}
 	return nil

@@ -130,6 +130,50 @@ func (m *Message) HasFlag(flag string) bool {
 	return false
 }
 
+// UIDRange is an inclusive range of UIDs, Min <= Max for a non-empty range
+// (see Store.MessagesInRanges).
+type UIDRange struct{ Min, Max UID }
+
+// UIDRanges compresses ascending UIDs into the fewest ranges that contain
+// exactly those UIDs out of all (ascending, deduplicated): each range
+// covers a run of uids that are consecutive in all. With all nil, only
+// numerically consecutive UIDs are merged. IMAP uses it with all = the
+// session's view, so that a run of sequence numbers becomes one range even
+// where UIDs were expunged in between.
+func UIDRanges(uids, all []UID) []UIDRange {
+	var out []UIDRange
+	j := 0 // index of uids[i] in all
+	for i := 0; i < len(uids); {
+		k := i
+		if all == nil {
+			for k+1 < len(uids) && uids[k+1] == uids[k]+1 {
+				k++
+			}
+		} else {
+			for j < len(all) && all[j] < uids[i] {
+				j++
+			}
+			if j < len(all) && all[j] == uids[i] {
+				for k+1 < len(uids) && j+1 < len(all) && all[j+1] == uids[k+1] {
+					k++
+					j++
+				}
+			}
+		}
+		out = append(out, UIDRange{uids[i], uids[k]})
+		i = k + 1
+	}
+	return out
+}
+
+// MailboxView is the snapshot Store.View returns.
+type MailboxView struct {
+	UIDs        []UID    // every message's UID, ascending
+	FirstUnseen UID      // lowest UID of a message without \Seen; 0 if none
+	Keywords    []string // distinct keywords (non-system flags) in use, as stored, sorted; never nil
+	Deleted     uint32   // number of messages flagged \Deleted
+}
+
 // FlagOp says how StoreFlags combines the given flags with the current ones.
 type FlagOp int
 
@@ -215,8 +259,40 @@ type Store interface {
 	// Append stores the spooled message in one mailbox with the given flags
 	// (IMAP APPEND). Deliver consumes sp.
 	Append(ctx context.Context, mailboxID int64, sp Spool, flags []string, date time.Time) (Message, error)
-	// Messages lists the messages of a mailbox ordered by UID.
+	// Messages lists the messages of a mailbox ordered by UID. It reads
+	// the whole mailbox; protocol code that needs some messages uses
+	// MessagesInRanges, and building a session view uses View.
 	Messages(ctx context.Context, mailboxID int64) ([]Message, error)
+	// MessagesInRanges lists the messages of a mailbox whose UID lies in
+	// one of ranges (bounds inclusive), ascending by UID and without
+	// duplicates. Ranges may be given in any order and may overlap or
+	// touch; a range with Min > Max selects nothing, and UIDs that do not
+	// exist (never assigned or expunged) are simply absent from the
+	// result. No ranges select nothing. An unknown mailbox is
+	// ErrNoSuchMailbox, also for empty ranges.
+	//
+	// It takes ranges rather than a list of UIDs because that is what IMAP
+	// sends: a sequence set resolved against a session's view is a handful
+	// of runs of consecutive view entries (UIDRanges), and a run can be
+	// asked for as the range from its first to its last UID, because
+	// UIDs are never reused and new messages get UIDs above all existing
+	// ones, so the store holds no other message in between. So "1:*" over 100,000 messages is one range, read by
+	// one index range scan, instead of a 100,000-element list the backend
+	// would have to ship and match; a scattered set such as 3,17,42 is
+	// three one-UID ranges, each an index point lookup. The cost is
+	// proportional to the messages returned plus the number of ranges, not
+	// to the size of the mailbox.
+	MessagesInRanges(ctx context.Context, mailboxID int64, ranges []UIDRange) ([]Message, error)
+	// View returns, from one consistent snapshot, what an IMAP SELECT needs
+	// to build its session view: the UIDs of the mailbox ascending, the
+	// lowest UID without \Seen, the keywords in use and the number of
+	// messages flagged \Deleted (see MailboxView). It does not materialise
+	// Messages (no dates, blob references or flag slices per message), so
+	// it costs a few bytes per message where Messages costs a few hundred.
+	// It is more than a list of UIDs because SELECT's FLAGS and UNSEEN
+	// responses must describe the same snapshot as its EXISTS. An unknown
+	// mailbox is ErrNoSuchMailbox.
+	View(ctx context.Context, mailboxID int64) (MailboxView, error)
 	// MessagesChangedSince lists messages whose MODSEQ is greater than
 	// modseq, ordered by UID (CONDSTORE CHANGEDSINCE).
 	MessagesChangedSince(ctx context.Context, mailboxID int64, modseq uint64) ([]Message, error)

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) mailstore.Store) {
 		{"Flags", testFlags},
 		{"Expunge", testExpunge},
 		{"CopyMove", testCopyMove},
+		{"Ranges", testRanges},
 		{"Concurrency", testConcurrency},
 		{"Notifications", testNotifications},
 		{"GC", testGC},

@@ -1,0 +1,198 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/letterbox/letterbox/internal/mailstore"
+)
+
+// Statements of MessagesInRanges. One range is one index range scan of the
+// (mailbox_id, uid) primary key. Several ranges are passed as one JSON
+// array of [min,max] pairs and joined with CROSS JOIN, which makes SQLite
+// keep json_each as the outer loop: one primary-key range scan per range,
+// in the order of the (sorted, disjoint) ranges, so rows come out
+// ascending by UID without a sort and in one statement (one snapshot).
+const (
+	qRange  = `SELECT ` + msgCols + msgFrom + `WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid`
+	qRanges = `SELECT ` + msgCols + ` FROM json_each(?) r CROSS JOIN messages m CROSS JOIN blobs b` +
+		` WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1 AND b.id = m.blob_id`
+)
+
+// normRanges returns ranges sorted, with empty ones dropped and
+// overlapping or adjacent ones merged.
+func normRanges(ranges []mailstore.UIDRange) []mailstore.UIDRange {
+	out := make([]mailstore.UIDRange, 0, len(ranges))
+	for _, r := range ranges {
+		if r.Min <= r.Max {
+			out = append(out, r)
+		}
+	}
+	if !slices.IsSortedFunc(out, cmpRange) {
+		slices.SortFunc(out, cmpRange)
+	}
+	n := 0
+	for _, r := range out {
+		if n > 0 && (r.Min <= out[n-1].Max || r.Min-1 == out[n-1].Max) {
+			out[n-1].Max = max(out[n-1].Max, r.Max)
+			continue
+		}
+		out[n] = r
+		n++
+	}
+	return out[:n]
+}
+
+func cmpRange(a, b mailstore.UIDRange) int {
+	if a.Min != b.Min {
+		if a.Min < b.Min {
+			return -1
+		}
+		return 1
+	}
+	return 0
+}
+
+// MessagesInRanges lists the messages whose UID lies in one of ranges,
+// ascending by UID.
+func (s *Store) MessagesInRanges(ctx context.Context, mailboxID int64, ranges []mailstore.UIDRange) ([]mailstore.Message, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	rs := normRanges(ranges)
+	var out []mailstore.Message
+	if len(rs) > 0 {
+		var span uint64
+		for _, r := range rs {
+			span += uint64(r.Max-r.Min) + 1
+		}
+		out = make([]mailstore.Message, 0, min(span, 4096))
+		var rows *sql.Rows
+		var err error
+		if len(rs) == 1 {
+			rows, err = s.query(ctx, qRange, mailboxID, rs[0].Min, rs[0].Max)
+		} else {
+			b := make([]byte, 0, 2+len(rs)*16)
+			b = append(b, '[')
+			for i, r := range rs {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, '[')
+				b = strconv.AppendUint(b, uint64(r.Min), 10)
+				b = append(b, ',')
+				b = strconv.AppendUint(b, uint64(r.Max), 10)
+				b = append(b, ']')
+			}
+			b = append(b, ']')
+			rows, err = s.query(ctx, qRanges, string(b), mailboxID)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scanMsg(rows)
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: %w", err)
+			}
+			out = append(out, r.Message)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		// The plan yields ascending UIDs; stay correct should a future
+		// SQLite choose another one.
+		if !slices.IsSortedFunc(out, cmpMsg) {
+			slices.SortFunc(out, cmpMsg)
+		}
+	}
+	if len(out) == 0 {
+		if _, err := s.mailboxByID(ctx, mailboxID); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return out, nil
+}
+
+func cmpMsg(a, b mailstore.Message) int {
+	switch {
+	case a.UID < b.UID:
+		return -1
+	case a.UID > b.UID:
+		return 1
+	}
+	return 0
+}
+
+// qView computes a mailbox's view in one aggregate statement (one
+// snapshot): the per-message work stays inside SQLite, and one row of a few
+// strings crosses into Go instead of one driver row per message. The UIDs
+// come in primary-key order (View checks, and sorts should a future SQLite
+// do otherwise; an ORDER BY inside group_concat costs a sort). Keywords are
+// atoms, which cannot contain a backslash, so instr finds exactly the
+// \Deleted system flag (stored canonically spelled). The distinct flag
+// combinations are few; View picks the keywords out of them.
+const qView = `SELECT coalesce(group_concat(uid, ','), ''),
+	coalesce(min(uid) FILTER (WHERE seen = 0), 0),
+	count(*) FILTER (WHERE instr(flags, '\Deleted') > 0),
+	json_group_array(DISTINCT flags) FILTER (WHERE flags <> '')
+	FROM messages WHERE mailbox_id = ?`
+
+// View returns the UIDs, first unseen UID, keywords and \Deleted count of
+// a mailbox.
+func (s *Store) View(ctx context.Context, mailboxID int64) (mailstore.MailboxView, error) {
+	var v mailstore.MailboxView
+	if err := s.enter(); err != nil {
+		return v, err
+	}
+	defer s.leave()
+	var list, kwJSON []byte
+	var first int64
+	if err := s.queryRow(ctx, qView, mailboxID).Scan(&list, &first, &v.Deleted, &kwJSON); err != nil {
+		return v, fmt.Errorf("sqlite: %w", err)
+	}
+	v.FirstUnseen = mailstore.UID(first)
+	if len(list) > 0 {
+		v.UIDs = make([]mailstore.UID, 0, bytes.Count(list, []byte{','})+1)
+		var u uint64
+		for _, c := range list {
+			if c == ',' {
+				v.UIDs = append(v.UIDs, mailstore.UID(u))
+				u = 0
+				continue
+			}
+			if c < '0' || c > '9' {
+				return v, fmt.Errorf("sqlite: bad UID list")
+			}
+			u = u*10 + uint64(c-'0')
+		}
+		v.UIDs = append(v.UIDs, mailstore.UID(u))
+		if !slices.IsSorted(v.UIDs) {
+			slices.Sort(v.UIDs)
+		}
+	} else if _, err := s.mailboxByID(ctx, mailboxID); err != nil {
+		return v, err
+	}
+	var combos []string
+	if err := json.Unmarshal(kwJSON, &combos); err != nil {
+		return v, fmt.Errorf("sqlite: keywords: %w", err)
+	}
+	v.Keywords = []string{}
+	for _, c := range combos {
+		for _, f := range decodeFlags(c) {
+			if f != "" && f[0] != '\\' && !slices.Contains(v.Keywords, f) {
+				v.Keywords = append(v.Keywords, f)
+			}
+		}
+	}
+	slices.Sort(v.Keywords)
+	return v, nil
+}
