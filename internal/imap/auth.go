@@ -29,7 +29,12 @@ var baseCapabilities = []string{
 	"UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
 	"SPECIAL-USE", "CREATE-SPECIAL-USE", "STATUS=SIZE",
 	"APPENDLIMIT=" + strconv.Itoa(appendLimit), "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
-	"SEARCHRES", "BINARY", "SAVEDATE", "QRESYNC", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
+	"SEARCHRES", "BINARY", "SAVEDATE", "QRESYNC", "UTF8=ACCEPT",
+	// COMPRESS=DEFLATE (compress.go) is not advertised: Go's compress/flate
+	// reader releases decoded bytes only at a sync flush, stored block or
+	// full window, so a client that ends each command with zlib's
+	// Z_PARTIAL_FLUSH (mbsync) never gets an answer. It comes back with a
+	// decompressor that returns data at every block end.
 }
 
 func (s *session) capabilities() string {

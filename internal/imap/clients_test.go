@@ -158,11 +158,24 @@ func TestGetmailIMAP(t *testing.T) {
 	rcPath := filepath.Join(work, "getmailrc")
 	os.WriteFile(rcPath, []byte(rc), 0o644)
 	args := []string{"--getmaildir", work, "--rcfile", rcPath}
-	cmd := exec.Command(getmail, args...)
-	if os.Geteuid() == 0 {
-		cmd = exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--", getmail}, args...)...)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	for attempt := 1; ; attempt++ {
+		cmd := exec.Command(getmail, args...)
+		if os.Geteuid() == 0 {
+			cmd = exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--", getmail}, args...)...)
+		}
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			break
+		}
+		// getmail6 sometimes loses the SIGCHLD of its own delivery child
+		// and gives up after its timeout (getmail6 issue #226, a race in
+		// the client; seen here about once in 15 runs under load). The
+		// delivery itself happened; a rerun fetches again (read_all), and
+		// the check below compares the set of distinct messages.
+		if attempt < 3 && strings.Contains(string(out), "waiting child pid") {
+			t.Logf("getmail lost its delivery child (client race), retrying:\n%s", out)
+			continue
+		}
 		t.Fatalf("getmail: %v\n%s", err, out)
 	}
 	ents, err := os.ReadDir(filepath.Join(maildir, "new"))
