@@ -26,12 +26,12 @@ func (s *session) cmdIdle(c command) error {
 		case <-s.sub.Ready():
 			s.update(true)
 			if err := s.bw.Flush(); err != nil {
-				s.interrupt()
+				s.Interrupt()
 				<-done
 				return err
 			}
 			if s.state == stateLogout {
-				s.interrupt()
+				s.Interrupt()
 				<-done
 				return nil
 			}

@@ -3,16 +3,15 @@ package imap
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/letterbox/letterbox/internal/auth"
+	"github.com/letterbox/letterbox/internal/connserver"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
@@ -46,20 +45,13 @@ type Server struct {
 
 	initOnce sync.Once
 	ctx      context.Context // for store calls; cancelled when Shutdown gives up
-	cancel   context.CancelFunc
 	log      *slog.Logger
 	hostname string
-
-	closing   atomic.Bool
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	wg        sync.WaitGroup
+	conns    connserver.Server
 }
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.log = s.Logger
 		if s.log == nil {
 			s.log = slog.New(slog.DiscardHandler)
@@ -73,8 +65,12 @@ func (s *Server) init() {
 				s.hostname = "localhost"
 			}
 		}
-		s.listeners = make(map[net.Listener]struct{})
-		s.sessions = make(map[*session]struct{})
+		s.conns = connserver.Server{
+			NewSession:   func(c net.Conn) connserver.Session { return newSession(s, c) },
+			OnSessionEnd: s.onSessionEnd,
+			Log:          s.log,
+		}
+		s.ctx = s.conns.Context()
 	})
 }
 
@@ -98,63 +94,7 @@ func (s *Server) loopback(a netip.Addr) bool {
 // listener's error otherwise.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		l.Close()
-		return nil
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		s.startSession(c)
-	}
-}
-
-func (s *Server) startSession(c net.Conn) {
-	sess := newSession(s, c)
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		c.Close()
-		return
-	}
-	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.sessions, sess)
-			s.mu.Unlock()
-			s.wg.Done()
-			if s.onSessionEnd != nil {
-				s.onSessionEnd()
-			}
-		}()
-		sess.serve()
-	}()
+	return s.conns.Serve(l)
 }
 
 // Shutdown closes the listeners and ends every session: a session waiting
@@ -164,32 +104,5 @@ func (s *Server) startSession(c net.Conn) {
 // store calls and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	for l := range s.listeners {
-		l.Close()
-	}
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
-	s.mu.Unlock()
-	for _, sess := range sessions {
-		sess.interrupt()
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.cancel()
-		for _, sess := range sessions {
-			sess.raw.Close()
-		}
-		return ctx.Err()
-	}
+	return s.conns.Shutdown(ctx)
 }

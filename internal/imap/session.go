@@ -100,7 +100,11 @@ func (w connWriter) Write(p []byte) (int, error) {
 	return w.s.conn.Write(p)
 }
 
-func (s *session) interrupt() {
+// Close closes the connection at once (connserver.Session: Shutdown's
+// deadline passed).
+func (s *session) Close() { s.raw.Close() }
+
+func (s *session) Interrupt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.raw.SetReadDeadline(time.Unix(1, 0))
@@ -109,7 +113,7 @@ func (s *session) interrupt() {
 func (s *session) armRead(d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv.closing.Load() {
+	if s.srv.conns.Closing() {
 		return false
 	}
 	s.raw.SetReadDeadline(time.Now().Add(d))
@@ -122,7 +126,7 @@ func (s *session) continueLiteral() error {
 	return s.bw.Flush()
 }
 
-func (s *session) serve() {
+func (s *session) Serve() {
 	defer s.finish()
 	defer func() {
 		if r := recover(); r != nil {
@@ -167,7 +171,7 @@ func (s *session) serve() {
 			s.endCause = "too many errors"
 			s.state = stateLogout
 		}
-		if s.state != stateLogout && s.srv.closing.Load() {
+		if s.state != stateLogout && s.srv.conns.Closing() {
 			s.bw.WriteString("* BYE server shutting down\r\n")
 			s.endCause = "shutdown"
 			s.state = stateLogout
@@ -218,7 +222,7 @@ func (s *session) readFailed(err error) {
 	s.state = stateLogout
 	switch {
 	case errors.Is(err, errShuttingDown),
-		errors.Is(err, os.ErrDeadlineExceeded) && s.srv.closing.Load():
+		errors.Is(err, os.ErrDeadlineExceeded) && s.srv.conns.Closing():
 		s.endCause = "shutdown"
 		s.bw.WriteString("* BYE server shutting down\r\n")
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -109,8 +109,12 @@ func (w connWriter) Write(p []byte) (int, error) {
 	return w.s.conn.Write(p)
 }
 
-// interrupt makes a blocked or future read return at once (Shutdown).
-func (s *session) interrupt() {
+// Close closes the connection at once (connserver.Session: Shutdown's
+// deadline passed).
+func (s *session) Close() { s.raw.Close() }
+
+// Interrupt makes a blocked or future read return at once (Shutdown).
+func (s *session) Interrupt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.raw.SetReadDeadline(time.Unix(1, 0))
@@ -121,14 +125,14 @@ func (s *session) interrupt() {
 func (s *session) armRead(d time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv.closing.Load() {
+	if s.srv.conns.Closing() {
 		return false
 	}
 	s.raw.SetReadDeadline(time.Now().Add(d))
 	return true
 }
 
-func (s *session) serve() {
+func (s *session) Serve() {
 	defer s.finish()
 	defer func() {
 		if r := recover(); r != nil {
@@ -256,7 +260,7 @@ func (s *session) readFailed(err error) {
 	s.quit = true
 	switch {
 	case errors.Is(err, errShuttingDown),
-		errors.Is(err, os.ErrDeadlineExceeded) && s.srv.closing.Load():
+		errors.Is(err, os.ErrDeadlineExceeded) && s.srv.conns.Closing():
 		s.endCause = "shutdown"
 		s.bw.WriteString("-ERR server shutting down\r\n")
 	case errors.Is(err, os.ErrDeadlineExceeded):
