@@ -38,7 +38,7 @@ const (
 
 // cheapHash returns a valid argon2id PHC hash with the smallest parameters
 // auth accepts, so that logins in tests cost microseconds instead of the
-// production 64 MiB. TestRealPasswordHash covers auth.HashPassword.
+// production cost. TestRealPasswordHash covers auth.HashPassword.
 func cheapHash(password string) string {
 	salt := []byte("letterbox-salt-1")
 	key := argon2.IDKey([]byte(password), salt, 1, 8, 1, 32)
