@@ -550,15 +550,12 @@ func (s *session) writeStatus(mb mailstore.Mailbox, items []string) {
 		case "RECENT":
 			v = 0 // \Recent is not implemented (RFC 9051 removed it)
 		case "DELETED":
-			// RFC 9051 §6.3.11. The store keeps no counter for it, so
-			// the messages are listed.
-			n := 0
-			if msgs, err := s.srv.Store.Messages(s.srv.ctx, mb.ID); err == nil {
-				for _, m := range msgs {
-					if m.HasFlag(mailstore.FlagDeleted) {
-						n++
-					}
-				}
+			// RFC 9051 §6.3.11, counted by the store's View query.
+			var n uint32
+			if view, err := s.srv.Store.View(s.srv.ctx, mb.ID); err == nil {
+				n = view.Deleted
+			} else {
+				s.log.Warn("STATUS DELETED", "mailbox", mb.Name, "err", err)
 			}
 			v = n
 		}
