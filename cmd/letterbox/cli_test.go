@@ -76,3 +76,12 @@ func TestUserCommands(t *testing.T) {
 		t.Fatalf("unknown subcommand: exit %d, want 64", code)
 	}
 }
+
+func TestUserAddRejectsNonAddresses(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), "")
+	for _, bad := range []string{"no-at-sign", "a b@test.example", "@test.example", "x@"} {
+		if _, stderr, code := letterbox(t, "pw\n", "user", "add", "--config", cfg, bad); code != 65 || !strings.Contains(stderr, "is not an address") {
+			t.Errorf("user add %q: exit %d %q, want 65", bad, code, stderr)
+		}
+	}
+}

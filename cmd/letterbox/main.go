@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/letterbox/letterbox/internal/config"
 )
@@ -108,9 +107,4 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 func isConfigError(err error) bool {
 	var ce *config.Error
 	return errors.As(err, &ce)
-}
-
-func validAddress(a string) bool {
-	at := strings.LastIndexByte(a, '@')
-	return at > 0 && at < len(a)-1 && !strings.ContainsAny(a, " \t\r\n\x00")
 }

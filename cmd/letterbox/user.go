@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/letterbox/letterbox/internal/auth"
+	"github.com/letterbox/letterbox/internal/delivery"
 	"github.com/letterbox/letterbox/internal/mailstore"
 	"github.com/letterbox/letterbox/internal/server"
 )
@@ -65,11 +66,13 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
-	address := strings.ToLower(pos[0])
-	if !validAddress(address) {
-		fmt.Fprintf(stderr, "letterbox user %s: %q is not an address (want user@domain)\n", sub, pos[0])
+	// The same address syntax the delivery agent resolves recipients with.
+	ad, err := delivery.ParseAddress(pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "letterbox user %s: %q is not an address (want user@domain): %v\n", sub, pos[0], err)
 		return exitDataErr
 	}
+	address := strings.ToLower(ad.String())
 	switch sub {
 	case "del":
 		if err := store.DeleteAccount(ctx, address); err != nil {
