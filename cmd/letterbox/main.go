@@ -1,5 +1,6 @@
 // Command letterbox is the Letterbox mail server and its administration
-// tool (design.md §5): serve, user add|passwd|del|list, deliver, version.
+// tool (design.md §5): serve, user add|passwd|del|list, deliver, audit
+// verify, version.
 package main
 
 import (
@@ -35,6 +36,7 @@ const usage = `usage:
   letterbox user del [--config FILE] ADDRESS
   letterbox user list [--config FILE]
   letterbox deliver [--config FILE] [-f SENDER] RECIPIENT... < message
+  letterbox audit verify [--config FILE] [--anchor SEQ:SHA256]...
   letterbox version
 `
 
@@ -54,6 +56,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdUser(args[1:], stdin, stdout, stderr)
 	case "deliver":
 		return cmdDeliver(args[1:], stdin, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "letterbox", Version)
 		return exitOK

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
 	"github.com/letterbox/letterbox/internal/server"
@@ -47,7 +48,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if cfg.Local {
 		if err := localModeSetup(srv, stdout); err != nil {
 			fmt.Fprintf(stderr, "letterbox: %v\n", err)
-			srv.Store.Close()
+			srv.Close()
 			return exitFailure
 		}
 	}
@@ -55,7 +56,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	if err := srv.Start(); err != nil {
 		fmt.Fprintf(stderr, "letterbox: %v\n", err)
-		srv.Store.Close()
+		srv.Close()
 		if isConfigError(err) {
 			return exitConfig
 		}
@@ -105,6 +106,9 @@ func localModeSetup(srv *server.Server, stdout io.Writer) error {
 	}
 	const demo = "demo@localhost"
 	if _, err := srv.Store.CreateAccount(ctx, demo, hash); err != nil {
+		return err
+	}
+	if err := recordAdmin(srv.Audit, audit.EventUserAdd, demo, "local mode demo account"); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, `

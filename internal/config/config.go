@@ -24,6 +24,7 @@ type Config struct {
 	LogLevel       string   `toml:"log_level"`        // debug, info, warn, error
 	Listen         Listen   `toml:"listen"`
 	TLS            TLS      `toml:"tls"`
+	Audit          Audit    `toml:"audit"`
 
 	// File is the path the config was read from; "" in local mode.
 	File string `toml:"-"`
@@ -48,6 +49,20 @@ type TLS struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 }
+
+// Audit configures the audit log of security events (package audit).
+type Audit struct {
+	Enabled     bool   `toml:"enabled"`       // default true
+	Dir         string `toml:"dir"`           // default data_dir/audit; relative to the config file
+	MaxFileSize int64  `toml:"max_file_size"` // octets before rotation; default 64 MiB
+}
+
+// DefaultAuditMaxFileSize is audit.max_file_size when unset.
+const DefaultAuditMaxFileSize = 64 << 20
+
+// minAuditMaxFileSize keeps rotation sensible: a file holds at least one
+// of the largest records (64 KiB).
+const minAuditMaxFileSize = 64 << 10
 
 // DefaultMaxMessageSize is max_message_size when unset.
 const DefaultMaxMessageSize = 50 << 20
@@ -87,6 +102,7 @@ func Local() *Config {
 			POP3:       "127.0.0.1:1110",
 			POP3S:      "127.0.0.1:1995",
 		},
+		Audit: Audit{Enabled: true, Dir: filepath.Join("letterbox-data", "audit"), MaxFileSize: DefaultAuditMaxFileSize},
 		Local: true,
 	}
 }
@@ -115,7 +131,7 @@ func LoadFile(path string) (*Config, error) {
 
 // Parse decodes and validates config text; name is used in errors.
 func Parse(name string, data []byte) (*Config, error) {
-	c := &Config{}
+	c := &Config{Audit: Audit{Enabled: true}}
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		var pe toml.ParseError
@@ -187,6 +203,17 @@ func (c *Config) validate() error {
 		if err := checkAddr(l.addr); err != nil {
 			return c.fail(l.key, "invalid address %q: %v", l.addr, err)
 		}
+	}
+	if c.Audit.Dir == "" {
+		c.Audit.Dir = filepath.Join(c.DataDir, "audit")
+	} else if !filepath.IsAbs(c.Audit.Dir) {
+		c.Audit.Dir = filepath.Join(filepath.Dir(c.File), c.Audit.Dir)
+	}
+	if c.Audit.MaxFileSize == 0 {
+		c.Audit.MaxFileSize = DefaultAuditMaxFileSize
+	}
+	if c.Audit.MaxFileSize < minAuditMaxFileSize {
+		return c.fail("audit.max_file_size", "%d is too small (at least %d octets)", c.Audit.MaxFileSize, minAuditMaxFileSize)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return c.fail("tls", "cert_file and key_file must both be set, or both be empty for a generated self-signed certificate")

@@ -91,3 +91,34 @@ func TestLocalMode(t *testing.T) {
 		t.Fatalf("local mode: %+v %v", c, err)
 	}
 }
+
+func TestAudit(t *testing.T) {
+	c, err := Parse("/etc/letterbox/letterbox.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Audit.Enabled || c.Audit.Dir != "/var/lib/letterbox/audit" || c.Audit.MaxFileSize != DefaultAuditMaxFileSize {
+		t.Fatalf("audit defaults: %+v", c.Audit)
+	}
+	c, err = Parse("/etc/letterbox/letterbox.toml", []byte(good+"\n[audit]\nenabled = false\ndir = \"log/audit\"\nmax_file_size = 1048576\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit.Enabled || c.Audit.Dir != "/etc/letterbox/log/audit" || c.Audit.MaxFileSize != 1<<20 {
+		t.Fatalf("audit: %+v", c.Audit)
+	}
+	if l := Local(); !l.Audit.Enabled || l.Audit.Dir != filepath.Join(l.DataDir, "audit") || l.Audit.MaxFileSize != DefaultAuditMaxFileSize {
+		t.Fatalf("local mode audit: %+v", l.Audit)
+	}
+	for text, want := range map[string]string{
+		"[audit]\nmax_file_size = 100\n": "f.toml: audit.max_file_size: 100 is too small",
+		"[audit]\nmax_file_size = -1\n":  "f.toml: audit.max_file_size: -1 is too small",
+		"[audit]\nenable = true\n":       "f.toml: audit.enable: unknown key",
+		"[audit]\nenabled = \"yes\"\n":   "f.toml",
+	} {
+		_, err := Parse("f.toml", []byte(good+"\n"+text))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: err = %v, want prefix %q", text, err, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 )
 
@@ -19,7 +20,10 @@ func (s *session) plaintextAllowed() bool {
 }
 
 func (s *session) canStartTLS() bool {
-	return s.srv.TLSConfig != nil && !s.tls
+	// Once COMPRESS is active (reachable without TLS via UNAUTHENTICATE),
+	// TLS could only be started above the compression layer; RFC 4978
+	// layers compression above TLS, so STARTTLS is no longer offered.
+	return s.srv.TLSConfig != nil && !s.tls && !s.compressed
 }
 
 // baseCapabilities are advertised in every state. Each is implemented and
@@ -28,13 +32,11 @@ var baseCapabilities = []string{
 	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
 	"UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
 	"SPECIAL-USE", "CREATE-SPECIAL-USE", "STATUS=SIZE",
-	"APPENDLIMIT=" + strconv.Itoa(appendLimit), "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
+	"APPENDLIMIT=" + strconv.Itoa(appendLimit), "MULTIAPPEND", "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
 	"SEARCHRES", "BINARY", "SAVEDATE", "QRESYNC", "UTF8=ACCEPT",
-	// COMPRESS=DEFLATE (compress.go) is not advertised: Go's compress/flate
-	// reader releases decoded bytes only at a sync flush, stored block or
-	// full window, so a client that ends each command with zlib's
-	// Z_PARTIAL_FLUSH (mbsync) never gets an answer. It comes back with a
-	// decompressor that returns data at every block end.
+	// COMPRESS=DEFLATE (RFC 4978, compress.go); the command is accepted
+	// only once authenticated (command-auth, RFC 4978 §5).
+	"COMPRESS=DEFLATE",
 }
 
 func (s *session) capabilities() string {
@@ -255,6 +257,7 @@ func (s *session) cmdAuthenticate(c command) error {
 	}
 	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
 	if authz != "" && !strings.EqualFold(authz, user) {
+		s.auditLogin(audit.EventLoginFailed, user, "AUTHENTICATE", "authorization identity "+authz+" not permitted")
 		s.no(c.tag, "[AUTHZFAILED] authorization identity not permitted")
 		return nil
 	}
@@ -267,6 +270,7 @@ func (s *session) login(tag, user, pass, cmd string) {
 	name, err := s.srv.Auth.Authenticate(s.srv.ctx, user, pass, s.remote)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
 		s.log.Info("auth failed", "user", user)
+		s.auditLogin(audit.EventLoginFailed, user, cmd, "invalid credentials")
 		s.no(tag, "[AUTHENTICATIONFAILED] Invalid credentials")
 		return
 	}
@@ -286,6 +290,7 @@ func (s *session) login(tag, user, pass, cmd string) {
 	s.sub = s.srv.Store.Subscribe(acct.ID)
 	s.state = stateAuthenticated
 	s.log.Info("login", "user", acct.Name)
+	s.auditLogin(audit.EventLogin, acct.Name, cmd, "")
 	s.ok(tag, "[CAPABILITY %s] %s completed", s.capabilities(), cmd)
 }
 

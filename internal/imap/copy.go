@@ -61,6 +61,7 @@ func (s *session) cmdCopy(c command) error {
 	if err != nil {
 		return s.storeFailed(c.tag, err)
 	}
+	s.auditCopy(move, dst.Name, src)
 	code := ""
 	if len(src) > 0 {
 		code = "[COPYUID " + itoa(uint64(dst.UIDValidity)) + " " + formatUIDSet(src) + " " + formatUIDSet(dstUIDs) + "] "

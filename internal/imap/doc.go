@@ -33,6 +33,7 @@
 //	fetch.go    FETCH (rendering via package render)
 //	store.go    STORE;  copy.go COPY/MOVE;  append.go APPEND;  idle.go IDLE;  search.go SEARCH
 //	compress.go COMPRESS=DEFLATE (RFC 4978)
+//	audit.go    records for the audit log (Server.Audit): logins, body reads, expunges, moves
 //
 // # Extensions
 //
@@ -44,8 +45,9 @@
 // APPENDLIMIT, UNAUTHENTICATE, CONDSTORE, QRESYNC, ESEARCH, SEARCHRES,
 // BINARY, SAVEDATE, UTF8=ACCEPT, COMPRESS=DEFLATE, and STARTTLS /
 // LOGINDISABLED on plaintext connections that are not from loopback.
-// MULTIAPPEND is not advertised: the store cannot append several messages
-// atomically (RFC 3502 §6.3.11 requires all or none).
+// MULTIAPPEND (RFC 3502) is advertised as well: APPEND takes several
+// messages, each spooled as it arrives, and the store appends all of them
+// in one transaction or none (Store.AppendMany; RFC 3502 §6.3.11).
 //
 // # Live updates
 //

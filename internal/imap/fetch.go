@@ -315,11 +315,12 @@ func (s *session) lookupMessages(seqs []uint32) ([]*mailstore.Message, error) {
 
 const dateLayout = "02-Jan-2006 15:04:05 -0700"
 
+// fetchBatch is how many messages FETCH reads from the store at a time:
+// a FETCH 1:* over 100,000 messages holds one chunk's records and
+// structures in memory, never the whole mailbox's.
+const fetchBatch = 256
+
 func (s *session) fetch(c command, seqs []uint32, items []fetchItem, changedSince uint64) error {
-	msgs, err := s.lookupMessages(seqs)
-	if err != nil {
-		return s.storeFailed(c.tag, err)
-	}
 	// Fetching a body section without PEEK sets \Seen (RFC 9051 §6.4.5);
 	// the new flags are reported in the same FETCH response.
 	setSeen := false
@@ -330,46 +331,23 @@ func (s *session) fetch(c command, seqs []uint32, items []fetchItem, changedSinc
 		}
 		structure = structure || it.needsStructure()
 	}
-	seenNow := map[mailstore.UID]bool{}
-	if setSeen && !s.sel.readOnly {
-		var unseen []mailstore.UID
-		for _, m := range msgs {
-			if m != nil && !m.HasFlag(mailstore.FlagSeen) && m.ModSeq > changedSince {
-				unseen = append(unseen, m.UID)
-			}
-		}
-		if len(unseen) > 0 {
-			changed, _, err := s.srv.Store.StoreFlags(s.srv.ctx, s.sel.mb.ID, unseen, mailstore.FlagsAdd,
-				[]string{mailstore.FlagSeen}, 0)
-			if err != nil {
-				return s.storeFailed(c.tag, err)
-			}
-			byUID := map[mailstore.UID]mailstore.Message{}
-			for _, m := range changed {
-				byUID[m.UID] = m
-				s.sel.reported[m.UID] = m.ModSeq
-			}
-			for _, m := range msgs {
-				if m == nil {
-					continue
-				}
-				if n, ok := byUID[m.UID]; ok {
-					m.Flags, m.ModSeq = n.Flags, n.ModSeq
-					seenNow[m.UID] = true
-				}
-			}
-		}
-	}
+	setSeen = setSeen && !s.sel.readOnly
+	s.auditFetch(items, seqs, changedSince)
 	var failure error
-	for i, m := range msgs {
-		if m == nil || m.ModSeq <= changedSince {
-			continue
+	for len(seqs) > 0 {
+		chunk := seqs[:min(fetchBatch, len(seqs))]
+		seqs = seqs[len(chunk):]
+		err := s.fetchChunk(chunk, items, changedSince, setSeen, structure)
+		var w writeError
+		if errors.As(err, &w) {
+			return w.err
 		}
-		if err := s.fetchOne(seqs[i], m, items, structure, seenNow[m.UID]); err != nil {
-			var w writeError
-			if errors.As(err, &w) {
-				return w.err
-			}
+		var sf storeFailure
+		if errors.As(err, &sf) {
+			// The responses already written stand; the command fails.
+			return s.storeFailed(c.tag, sf.err)
+		}
+		if err != nil {
 			failure = err
 		}
 	}
@@ -391,6 +369,87 @@ func (s *session) fetch(c command, seqs []uint32, items []fetchItem, changedSinc
 	return nil
 }
 
+// storeFailure marks a store error in the middle of a FETCH: the command
+// fails with the store's error.
+type storeFailure struct{ err error }
+
+func (e storeFailure) Error() string { return e.err.Error() }
+
+// fetchChunk answers FETCH for some of the command's messages: one read of
+// their records, one of their structures (if an item needs them), one
+// flag update for \Seen. It returns a writeError or storeFailure that ends
+// the command, or the last per-message failure.
+func (s *session) fetchChunk(seqs []uint32, items []fetchItem, changedSince uint64, setSeen, structure bool) error {
+	msgs, err := s.lookupMessages(seqs)
+	if err != nil {
+		return storeFailure{err}
+	}
+	var seenNow map[mailstore.UID]bool
+	if setSeen {
+		var unseen []mailstore.UID
+		for _, m := range msgs {
+			if m != nil && !m.HasFlag(mailstore.FlagSeen) && m.ModSeq > changedSince {
+				unseen = append(unseen, m.UID)
+			}
+		}
+		if len(unseen) > 0 {
+			changed, _, err := s.srv.Store.StoreFlags(s.srv.ctx, s.sel.mb.ID, unseen, mailstore.FlagsAdd,
+				[]string{mailstore.FlagSeen}, 0)
+			if err != nil {
+				return storeFailure{err}
+			}
+			byUID := map[mailstore.UID]mailstore.Message{}
+			for _, m := range changed {
+				byUID[m.UID] = m
+				s.sel.reported[m.UID] = m.ModSeq
+			}
+			seenNow = map[mailstore.UID]bool{}
+			for _, m := range msgs {
+				if m == nil {
+					continue
+				}
+				if n, ok := byUID[m.UID]; ok {
+					m.Flags, m.ModSeq = n.Flags, n.ModSeq
+					seenNow[m.UID] = true
+				}
+			}
+		}
+	}
+	var structs map[mailstore.UID]*message.Part
+	if structure {
+		var want []mailstore.UID
+		for _, m := range msgs {
+			if m != nil && m.ModSeq > changedSince {
+				want = append(want, m.UID)
+			}
+		}
+		slices.Sort(want)
+		if structs, err = s.srv.Store.Structures(s.srv.ctx, s.sel.mb.ID, slices.Compact(want)); err != nil {
+			return storeFailure{err}
+		}
+	}
+	var failure error
+	for i, m := range msgs {
+		if m == nil || m.ModSeq <= changedSince {
+			continue
+		}
+		var root *message.Part
+		if structure {
+			if root = structs[m.UID]; root == nil {
+				continue // expunged since the records were read
+			}
+		}
+		if err := s.fetchOne(seqs[i], m, items, root, seenNow[m.UID]); err != nil {
+			var w writeError
+			if errors.As(err, &w) {
+				return w
+			}
+			failure = err
+		}
+	}
+	return failure
+}
+
 // writeError marks a failure to write to the client: the session ends.
 type writeError struct{ err error }
 
@@ -406,15 +465,8 @@ type sectionData struct {
 // fail for reasons of the message (its structure, BINARY decoding) is
 // prepared before the first byte is written, so a failing message is left
 // out whole.
-func (s *session) fetchOne(seq uint32, m *mailstore.Message, items []fetchItem, structure, seen bool) error {
-	var root *message.Part
+func (s *session) fetchOne(seq uint32, m *mailstore.Message, items []fetchItem, root *message.Part, seen bool) error {
 	var blob mailstore.Blob
-	if structure {
-		var err error
-		if root, err = s.srv.Store.Structure(s.srv.ctx, s.sel.mb.ID, m.UID); err != nil {
-			return err
-		}
-	}
 	data := make([]sectionData, len(items))
 	binSizes := make([]int64, len(items))
 	for i, it := range items {

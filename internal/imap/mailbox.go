@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
@@ -432,6 +433,7 @@ func (s *session) cmdDelete(c command) error {
 	if err := s.srv.Store.DeleteMailbox(s.srv.ctx, s.account.ID, name); err != nil {
 		return s.storeFailed(c.tag, err)
 	}
+	s.audit(audit.Event{Event: audit.EventMailboxDelete, Mailbox: name})
 	return s.done(c.tag, true, "DELETE completed")
 }
 

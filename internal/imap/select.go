@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
@@ -230,7 +231,11 @@ func (s *session) expungeDeleted(v *selected, only map[mailstore.UID]bool) ([]ma
 	if len(del) == 0 {
 		return nil, nil
 	}
-	return s.srv.Store.Expunge(s.srv.ctx, v.mb.ID, del)
+	removed, err := s.srv.Store.Expunge(s.srv.ctx, v.mb.ID, del)
+	if err == nil {
+		s.auditUIDs(audit.EventExpunge, v.mb.Name, "", removed)
+	}
+	return removed, err
 }
 
 // cmdExpunge answers EXPUNGE and UID EXPUNGE (RFC 4315 §2.1).

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/connserver"
 	"github.com/letterbox/letterbox/internal/mailstore"
@@ -35,6 +36,9 @@ type Server struct {
 	// (RFC 9051 §5.4 autologout); 0 means DefaultIdleTimeout. It also
 	// bounds an IDLE command.
 	IdleTimeout time.Duration
+	// Audit records logins, body reads, expunges, moves, copies and
+	// mailbox deletions (audit.go); nil records nothing.
+	Audit audit.Recorder
 
 	// isLoopback decides whether a non-TLS client may log in with a
 	// plaintext mechanism; nil means netip.Addr.IsLoopback. Tests replace

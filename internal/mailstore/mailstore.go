@@ -191,7 +191,8 @@ type Recipient struct {
 
 // Spool receives the bytes of one incoming message before it is committed.
 // Writes normalise line endings to CRLF (a bare LF becomes CRLF). A Spool is
-// consumed by exactly one of Store.Deliver, Store.Append or Abort.
+// consumed by exactly one of Store.Deliver, Store.Append, Store.AppendMany
+// or Abort.
 type Spool interface {
 	io.Writer
 	// Size is the number of octets stored so far (after normalisation).
@@ -199,6 +200,14 @@ type Spool interface {
 	// Abort discards the spooled bytes. Calling it after the spool was
 	// consumed is a no-op, so `defer sp.Abort()` is always safe.
 	Abort()
+}
+
+// AppendMessage is one message of Store.AppendMany: its spooled bytes, the
+// flags it is stored with and its internal date (the zero time means now).
+type AppendMessage struct {
+	Spool Spool
+	Flags []string
+	Date  time.Time
 }
 
 // Blob is an open, immutable message body.
@@ -259,6 +268,17 @@ type Store interface {
 	// Append stores the spooled message in one mailbox with the given flags
 	// (IMAP APPEND). Deliver consumes sp.
 	Append(ctx context.Context, mailboxID int64, sp Spool, flags []string, date time.Time) (Message, error)
+	// AppendMany stores several spooled messages in one mailbox atomically
+	// (IMAP MULTIAPPEND, RFC 3502 §6.3.11: "no partial appending is
+	// permitted"). Either every message is added, with consecutive UIDs in
+	// the order of msgs, each with its own MODSEQ (ascending, as if
+	// appended one by one with Append), and all are published as
+	// ChangeAppend after one commit; or none is, nothing is published and
+	// the error says why (ErrInvalidFlag, ErrNoSuchMailbox, ...). The
+	// result has one Message per element of msgs, in order. AppendMany
+	// consumes every spool of msgs, also on failure. With no messages it
+	// only checks that the mailbox exists.
+	AppendMany(ctx context.Context, mailboxID int64, msgs []AppendMessage) ([]Message, error)
 	// Messages lists the messages of a mailbox ordered by UID. It reads
 	// the whole mailbox; protocol code that needs some messages uses
 	// MessagesInRanges, and building a session view uses View.
@@ -298,6 +318,12 @@ type Store interface {
 	MessagesChangedSince(ctx context.Context, mailboxID int64, modseq uint64) ([]Message, error)
 	// Structure returns the MIME structure computed at delivery.
 	Structure(ctx context.Context, mailboxID int64, uid UID) (*message.Part, error)
+	// Structures returns the MIME structures of the messages with the
+	// given UIDs (ascending, deduplicated), in one read: FETCH of
+	// ENVELOPE/BODYSTRUCTURE/sections for a batch of messages. UIDs that do
+	// not exist (never assigned or expunged) are absent from the map. An
+	// unknown mailbox is ErrNoSuchMailbox.
+	Structures(ctx context.Context, mailboxID int64, uids []UID) (map[UID]*message.Part, error)
 	// OpenBlob opens a message body for reading.
 	OpenBlob(ctx context.Context, blobID string) (Blob, error)
 	// StoreFlags changes the flags of the given messages. Messages whose

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
@@ -155,6 +156,7 @@ func (s *session) cmdAUTH(cmd command) {
 	authzid, authcid, passwd := string(parts[0]), string(parts[1]), string(parts[2])
 	if authzid != "" && !strings.EqualFold(authzid, authcid) {
 		s.log.Info("auth failed", "user", authcid, "mech", "PLAIN", "reason", "authorization identity not permitted")
+		s.auditLogin(audit.EventLoginFailed, authcid, "PLAIN", "authorization identity "+authzid+" not permitted")
 		s.fail("[AUTH] authorization identity not permitted")
 		return
 	}
@@ -171,6 +173,7 @@ func (s *session) login(user, password, mech string) {
 	name, err := s.srv.Auth.Authenticate(ctx, user, password, s.remote)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
 		s.log.Warn("auth failed", "user", user, "mech", mech)
+		s.auditLogin(audit.EventLoginFailed, user, mech, "invalid credentials")
 		s.fail("[AUTH] Authentication failed")
 		return
 	}
@@ -196,6 +199,7 @@ func (s *session) login(user, password, mech string) {
 	}
 	s.state = stateTransaction
 	s.log.Info("login", "user", name, "mech", mech, "tls", s.tls, "messages", len(s.msgs))
+	s.auditLogin(audit.EventLogin, name, mech, "")
 	s.ok("maildrop locked and ready, %s", plural(len(s.msgs), "message"))
 }
 

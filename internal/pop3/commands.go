@@ -186,6 +186,7 @@ func (s *session) cmdRETR(cmd command) {
 		return
 	}
 	defer b.Close()
+	s.auditRead(m, "RETR "+cmd.args[0])
 	if m.fix < 0 {
 		s.computeFix(m, b)
 	}
@@ -223,6 +224,7 @@ func (s *session) cmdTOP(cmd command) {
 		return
 	}
 	defer b.Close()
+	s.auditRead(m, "TOP "+cmd.args[0]+" "+cmd.args[1])
 	s.ok("top of message follows")
 	if s.sendBody(b, &topLimiter{lines: lines}) {
 		s.ntop++
@@ -291,6 +293,7 @@ func (s *session) cmdQUIT(cmd command) {
 			return
 		}
 		s.nexpunged = len(removed)
+		s.auditDeleted(removed)
 	}
 	// The expunge is durable: release the lock before answering, so that
 	// a client reconnecting right after +OK finds the maildrop free.

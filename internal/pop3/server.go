@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/connserver"
 	"github.com/letterbox/letterbox/internal/mailstore"
@@ -33,6 +34,9 @@ type Server struct {
 	// IdleTimeout closes a session that sends nothing for this long
 	// (RFC 1939 §3 autologout); 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// Audit records logins, RETR/TOP and the deletions of QUIT
+	// (audit.go); nil records nothing.
+	Audit audit.Recorder
 
 	// isLoopback decides whether a non-TLS client may log in with a
 	// plaintext mechanism; nil means netip.Addr.IsLoopback. Tests replace

@@ -1,7 +1,8 @@
 // Package server wires a Config into a running mail server: it opens the
-// mail store, builds TLS, the authenticator and the delivery agent, binds
-// every configured listener and runs the protocol servers on them, and shuts
-// them down gracefully. It holds no protocol logic of its own.
+// mail store and the audit log, builds TLS, the authenticator and the
+// delivery agent, binds every configured listener and runs the protocol
+// servers on them, and shuts them down gracefully. It holds no protocol
+// logic of its own.
 package server
 
 import (
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
 	"github.com/letterbox/letterbox/internal/delivery"
@@ -40,6 +42,9 @@ type Server struct {
 	Agent  *delivery.Agent
 	TLS    *tls.Config
 	Logger *slog.Logger
+	// Audit is the audit log of security events, nil when
+	// audit.enabled is false.
+	Audit *audit.Log
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -82,6 +87,20 @@ func NewAuthenticator(store mailstore.Store) *auth.Authenticator {
 	}
 }
 
+// OpenAudit opens the audit log cfg names, or returns nil when auditing is
+// off. The `user` commands use it too: every process appends to one chain.
+func OpenAudit(cfg *config.Config, logger *slog.Logger) (*audit.Log, error) {
+	if !cfg.Audit.Enabled {
+		return nil, nil
+	}
+	l, err := audit.Open(cfg.Audit.Dir, audit.Options{MaxFileSize: cfg.Audit.MaxFileSize,
+		Logger: logger.With("component", "audit")})
+	if err != nil {
+		return nil, fmt.Errorf("audit log (audit.dir %s): %w", cfg.Audit.Dir, err)
+	}
+	return l, nil
+}
+
 // NewAgent returns the local delivery agent for cfg.
 func NewAgent(cfg *config.Config, store mailstore.Store, logger *slog.Logger) *delivery.Agent {
 	return &delivery.Agent{
@@ -103,6 +122,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	auditLog, err := OpenAudit(cfg, logger)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	return &Server{
 		Config: cfg,
 		Store:  store,
@@ -110,7 +134,27 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Agent:  NewAgent(cfg, store, logger),
 		TLS:    tlsConfig,
 		Logger: logger,
+		Audit:  auditLog,
 	}, nil
+}
+
+// recorder is what the protocol servers record audit events with: nil
+// (not a nil *audit.Log) when auditing is off.
+func (s *Server) recorder() audit.Recorder {
+	if s.Audit == nil {
+		return nil
+	}
+	return s.Audit
+}
+
+// Close releases what New opened, for a server that is not started or
+// whose Start failed (Shutdown does it for a started one).
+func (s *Server) Close() error {
+	var errs []error
+	if s.Audit != nil {
+		errs = append(errs, s.Audit.Close())
+	}
+	return errors.Join(append(errs, s.Store.Close())...)
 }
 
 // Start binds every configured listener and starts serving. When it
@@ -132,13 +176,13 @@ func (s *Server) Start() error {
 	pop3Server := func(name string) func() protocolServer {
 		return func() protocolServer {
 			return &pop3.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
-				Logger: s.Logger.With("listener", name)}
+				Logger: s.Logger.With("listener", name), Audit: s.recorder()}
 		}
 	}
 	imapServer := func(name string) func() protocolServer {
 		return func() protocolServer {
 			return &imap.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
-				Logger: s.Logger.With("listener", name)}
+				Logger: s.Logger.With("listener", name), Audit: s.recorder()}
 		}
 	}
 	specs := []spec{
@@ -262,6 +306,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stopGC()
 	}
 	s.wg.Wait()
+	if s.Audit != nil {
+		errs = append(errs, s.Audit.Close())
+	}
 	errs = append(errs, s.Store.Close())
 	return errors.Join(errs...)
 }

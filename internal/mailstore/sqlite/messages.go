@@ -200,6 +200,82 @@ func (s *Store) Append(ctx context.Context, mailboxID int64, sp mailstore.Spool,
 	return msg, err
 }
 
+// AppendMany stores several spooled messages in one mailbox, all or none
+// (IMAP MULTIAPPEND, RFC 3502 §6.3.11). Every spool is finished (fsynced,
+// parsed) before the operation is queued; then one operation, and so one
+// savepoint of one transaction, moves every spool into the blob tree and
+// inserts every row. If any step fails, the savepoint rolls all rows back
+// and drops all their changes; blob files already moved into place are
+// orphans that CollectGarbage removes, as for a failed Append.
+func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstore.AppendMessage) ([]mailstore.Message, error) {
+	defer func() {
+		for _, m := range msgs {
+			if m.Spool != nil {
+				m.Spool.Abort()
+			}
+		}
+	}()
+	flags := make([][]string, len(msgs))
+	for i, m := range msgs {
+		if m.Spool == nil {
+			return nil, fmt.Errorf("sqlite: message %d: nil spool", i+1)
+		}
+		f, err := mailstore.CanonicalFlags(m.Flags)
+		if err != nil {
+			return nil, err
+		}
+		flags[i] = f
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if len(msgs) == 0 {
+		_, err := s.mailboxByID(ctx, mailboxID)
+		return nil, err
+	}
+	sds := make([]*spooled, len(msgs))
+	for i, m := range msgs {
+		sd, err := s.finishSpool(m.Spool)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: message %d: %w", i+1, err)
+		}
+		sds[i] = sd
+	}
+	now := time.Now()
+	out := make([]mailstore.Message, len(msgs))
+	err := s.submit(ctx, &op{run: func(w *writer) error {
+		// The mailbox is checked before any spool is moved into the
+		// blob tree, so that appending to a deleted mailbox leaves no
+		// orphan files.
+		mb, err := w.mailboxByID(mailboxID)
+		if err != nil {
+			return err
+		}
+		for i, sd := range sds {
+			if _, err := w.s.blobs.Commit(sd.sp, &w.dirs); err != nil {
+				return err
+			}
+			blobRow, err := w.upsertBlob(sd)
+			if err != nil {
+				return err
+			}
+			date := msgs[i].Date
+			if date.IsZero() {
+				date = now
+			}
+			if out[i], err = w.appendRow(&mb, flags[i], date, blobRow, sd.id, sd.size); err != nil {
+				return err
+			}
+		}
+		return w.saveMailbox(&mb)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // appendRow inserts a message at the end of mb and updates mb in memory
 // (UIDNEXT, HIGHESTMODSEQ, counters); the caller writes mb back with
 // saveMailbox once per operation. flags must be canonical.

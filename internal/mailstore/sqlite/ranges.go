@@ -22,7 +22,27 @@ const (
 	qRange  = `SELECT ` + msgCols + msgFrom + `WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid`
 	qRanges = `SELECT ` + msgCols + ` FROM json_each(?) r CROSS JOIN messages m CROSS JOIN blobs b` +
 		` WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1 AND b.id = m.blob_id`
+	qStructRanges = `SELECT m.uid, b.structure FROM json_each(?) r CROSS JOIN messages m CROSS JOIN blobs b` +
+		` WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1 AND b.id = m.blob_id`
 )
+
+// rangesJSON encodes ranges as the JSON array of [min,max] pairs the
+// multi-range statements read with json_each.
+func rangesJSON(rs []mailstore.UIDRange) string {
+	b := make([]byte, 0, 2+len(rs)*16)
+	b = append(b, '[')
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendUint(b, uint64(r.Min), 10)
+		b = append(b, ',')
+		b = strconv.AppendUint(b, uint64(r.Max), 10)
+		b = append(b, ']')
+	}
+	return string(append(b, ']'))
+}
 
 // normRanges returns ranges sorted, with empty ones dropped and
 // overlapping or adjacent ones merged.
@@ -78,20 +98,7 @@ func (s *Store) MessagesInRanges(ctx context.Context, mailboxID int64, ranges []
 		if len(rs) == 1 {
 			rows, err = s.query(ctx, qRange, mailboxID, rs[0].Min, rs[0].Max)
 		} else {
-			b := make([]byte, 0, 2+len(rs)*16)
-			b = append(b, '[')
-			for i, r := range rs {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = append(b, '[')
-				b = strconv.AppendUint(b, uint64(r.Min), 10)
-				b = append(b, ',')
-				b = strconv.AppendUint(b, uint64(r.Max), 10)
-				b = append(b, ']')
-			}
-			b = append(b, ']')
-			rows, err = s.query(ctx, qRanges, string(b), mailboxID)
+			rows, err = s.query(ctx, qRanges, rangesJSON(rs), mailboxID)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: %w", err)

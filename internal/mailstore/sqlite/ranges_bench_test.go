@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/message"
 )
 
 // bulkMailbox fills INBOX of a new account with n messages (UIDs 1..n,
@@ -39,13 +40,19 @@ func bulkMailbox(tb testing.TB, st *Store, n int) mailstore.Mailbox {
 	}
 	defer tx.Rollback()
 	const base = 1 << 40 // blob ids clear of real ones
+	// Every blob row gets the structure of one typical small message, so
+	// that structure reads decode something real.
+	part, err := message.Parse(strings.NewReader(bulkMessage))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	stmts := []struct {
 		q    string
 		args []any
 	}{
 		{`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < ?)
-		  INSERT INTO blobs (id, hash, size, structure) SELECT ? + i, printf('bench%064d', i), 4000 + i % 1000, NULL FROM n`,
-			[]any{n, base}},
+		  INSERT INTO blobs (id, hash, size, structure) SELECT ? + i, printf('bench%064d', i), 4000 + i % 1000, ? FROM n`,
+			[]any{n, base, part.Marshal()}},
 		{`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < ?)
 		  INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, internal_date, save_date, blob_id)
 		  SELECT ?, i, i, CASE WHEN i % 3 = 0 THEN '\Seen' WHEN i % 10 = 1 THEN '$Label' || (i % 7) ELSE '' END,
@@ -68,6 +75,14 @@ func bulkMailbox(tb testing.TB, st *Store, n int) mailstore.Mailbox {
 	}
 	return mb
 }
+
+const bulkMessage = "Received: from mx.example.net by mail.example.org; Thu, 26 Nov 2026 10:00:00 +0000\r\n" +
+	"From: Alice Example <alice@example.net>\r\nTo: Bob <bob@example.org>, carol@example.org\r\n" +
+	"Subject: =?UTF-8?q?Quarterly_report_=E2=80=94_draft?=\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n" +
+	"Message-ID: <1234@example.net>\r\nMIME-Version: 1.0\r\n" +
+	"Content-Type: multipart/alternative; boundary=b1\r\n\r\n" +
+	"--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nHello Bob=2C\r\n" +
+	"--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello Bob,</p>\r\n--b1--\r\n"
 
 // BenchmarkRead compares reading a subset of a 100,000-message mailbox
 // through Messages (what the IMAP server did for every FETCH/STORE/SEARCH)
@@ -126,6 +141,34 @@ func BenchmarkRead(b *testing.B) {
 		for b.Loop() {
 			ms, err := st.MessagesInRanges(bg, mb.ID, []mailstore.UIDRange{{Min: 1, Max: ^mailstore.UID(0)}})
 			want(b, ms, err, n)
+		}
+	})
+	// What IMAP FETCH 1:* does: the whole mailbox, 256 messages per read.
+	b.Run("MessagesInRanges/all-by-256", func(b *testing.B) {
+		for b.Loop() {
+			got := 0
+			for lo := mailstore.UID(1); lo <= n; lo += 256 {
+				ms, err := st.MessagesInRanges(bg, mb.ID, []mailstore.UIDRange{{Min: lo, Max: lo + 255}})
+				want(b, ms, err, 1)
+				got += len(ms)
+			}
+			if got != n {
+				b.Fatalf("read %d messages, want %d", got, n)
+			}
+		}
+	})
+	b.Run("Structures/all-by-256", func(b *testing.B) {
+		us := make([]mailstore.UID, 256)
+		for b.Loop() {
+			for lo := mailstore.UID(1); lo <= n; lo += 256 {
+				us = us[:0]
+				for u := lo; u < lo+256 && u <= n; u++ {
+					us = append(us, u)
+				}
+				if _, err := st.Structures(bg, mb.ID, us); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
 	})
 	b.Run("MessagesInRanges/all-odd", func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
 	"github.com/letterbox/letterbox/internal/message"
@@ -111,6 +112,62 @@ func (s *Store) Vanished(ctx context.Context, mailboxID int64, modseq uint64) ([
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
 		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if len(out) == 0 {
+		if _, err := s.mailboxByID(ctx, mailboxID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Structures returns the structures of the messages with the given UIDs,
+// read as runs of consecutive UIDs (one primary-key range scan each, like
+// MessagesInRanges); rows inside a run that were not asked for are skipped.
+func (s *Store) Structures(ctx context.Context, mailboxID int64, uids []mailstore.UID) (map[mailstore.UID]*message.Part, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	out := make(map[mailstore.UID]*message.Part, len(uids))
+	if len(uids) == 0 {
+		if _, err := s.mailboxByID(ctx, mailboxID); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	if !slices.IsSorted(uids) {
+		uids = slices.Clone(uids)
+		slices.Sort(uids)
+	}
+	// A dense set is read as one range (skipping the few rows not asked
+	// for); a sparse one as its runs of consecutive UIDs.
+	rs := []mailstore.UIDRange{{Min: uids[0], Max: uids[len(uids)-1]}}
+	if uint64(rs[0].Max-rs[0].Min) >= 4*uint64(len(uids)) {
+		rs = mailstore.UIDRanges(uids, nil)
+	}
+	rows, err := s.query(ctx, qStructRanges, rangesJSON(rs), mailboxID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var uid mailstore.UID
+		var data sql.RawBytes // Unmarshal copies what it keeps
+		if err := rows.Scan(&uid, &data); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		if _, want := slices.BinarySearch(uids, uid); !want {
+			continue
+		}
+		p, err := message.Unmarshal(data)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: stored structure of uid %d: %w", uid, err)
+		}
+		out[uid] = p
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)

@@ -153,7 +153,7 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 
-	rdb, err := sql.Open("sqlite", dsn(dbPath, bt, "foreign_keys(1)", "query_only(1)"))
+	rdb, err := sql.Open("sqlite", dsn(dbPath, bt, "foreign_keys(1)", "query_only(1)", "mmap_size(1073741824)"))
 	if err != nil {
 		conn.Close()
 		wdb.Close()

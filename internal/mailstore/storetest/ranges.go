@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -100,6 +101,44 @@ func testRanges(t *testing.T, open func(t *testing.T) mailstore.Store) {
 		noErr(t, "DeleteMailbox", st.DeleteMailbox(ctx, a.ID, "Other"))
 		_, err = st.MessagesInRanges(ctx, other.ID, []mailstore.UIDRange{rng(1, 1)})
 		wantErr(t, "MessagesInRanges deleted mailbox", err, mailstore.ErrNoSuchMailbox)
+	})
+
+	sub(t, open, "Structures", func(t *testing.T, st mailstore.Store) {
+		a := newAccount(t, st, "structures@example.org")
+		inbox := getMailbox(t, st, a.ID, mailstore.Inbox)
+		other := createMailbox(t, st, a.ID, "Other")
+		for i := 1; i <= 12; i++ {
+			appendMsg(t, st, inbox.ID, fmt.Sprintf("Subject: s%d\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nbody %d\r\n", i, i))
+		}
+		appendMsg(t, st, other.ID, "Subject: other\r\n\r\nother\r\n")
+		noErr(t, "Expunge", expunge(t, st, inbox.ID, 4, 12))
+		check := func(what string, ask, want []mailstore.UID) {
+			t.Helper()
+			got, err := st.Structures(ctx, inbox.ID, ask)
+			noErr(t, "Structures "+what, err)
+			var keys []mailstore.UID
+			for u, p := range got {
+				keys = append(keys, u)
+				single, err := st.Structure(ctx, inbox.ID, u)
+				noErr(t, "Structure", err)
+				if p.Envelope == nil || single.Envelope == nil || p.Envelope.Subject.S != fmt.Sprintf("s%d", u) ||
+					!reflect.DeepEqual(p, single) {
+					t.Fatalf("Structures %s: uid %d: %+v, Structure says %+v", what, u, p, single)
+				}
+			}
+			slices.Sort(keys)
+			equalUIDs(t, "Structures "+what, keys, want)
+		}
+		check("none", nil, nil)
+		check("one", uids(3), uids(3))
+		check("dense", uids(1, 2, 3, 5, 6, 7, 8, 9, 10, 11), uids(1, 2, 3, 5, 6, 7, 8, 9, 10, 11))
+		check("sparse", uids(1, 11), uids(1, 11))
+		check("expunged and unknown", uids(2, 4, 12, 13, 1000), uids(2))
+		check("unsorted", uids(9, 1, 5), uids(1, 5, 9))
+		_, err := st.Structures(ctx, -1, uids(1))
+		wantErr(t, "Structures unknown mailbox", err, mailstore.ErrNoSuchMailbox)
+		_, err = st.Structures(ctx, -1, nil)
+		wantErr(t, "Structures unknown mailbox, no UIDs", err, mailstore.ErrNoSuchMailbox)
 	})
 
 	sub(t, open, "View", func(t *testing.T, st mailstore.Store) {

@@ -19,7 +19,9 @@
 //     Hub (so a session that issued it sees them at its next Drain);
 //   - lists are ordered bytewise (Go string order) by name;
 //   - account and mailbox IDs are never reused;
-//   - Message.Flags of a message without flags is empty (nil or empty).
+//   - Message.Flags of a message without flags is empty (nil or empty);
+//   - storing a spool that was already aborted fails (AppendMany uses that
+//     to inject the failure of one message).
 package storetest
 
 import (
@@ -49,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) mailstore.Store) {
 		{"Rename", testRename},
 		{"UIDValidity", testUIDValidity},
 		{"Messages", testMessages},
+		{"AppendMany", testAppendMany},
 		{"Bodies", testBodies},
 		{"Deliver", testDeliver},
 		{"Flags", testFlags},
