@@ -16,7 +16,8 @@ import (
 // failure is temporary, so the MTA retries the whole message; else 67 for
 // an unknown or non-local recipient). Otherwise the message is stored once
 // for all recipients and the exit code is 0 only when every copy is
-// durable.
+// durable; a recipient over quota is 77 (EX_NOPERM, as dovecot-lda -e) or,
+// with quota.over_quota = "defer", 75, while the others are delivered.
 func cmdDeliver(args []string, stdin io.Reader, stderr io.Writer) int {
 	fs, cfgPath := newFlagSet("deliver", stderr)
 	sender := fs.String("f", "", "envelope sender (Return-Path); empty or <> for the null sender")

@@ -34,7 +34,8 @@ const usage = `usage:
   letterbox serve [--config FILE]
   letterbox user add|passwd [--config FILE] ADDRESS   (password: first line of stdin, or prompted)
   letterbox user del [--config FILE] ADDRESS
-  letterbox user list [--config FILE]
+  letterbox user list [--config FILE] [--quota]
+  letterbox user quota [--config FILE] ADDRESS [SIZE [MESSAGES]]   (SIZE: 500M, 2G, 0 = none)
   letterbox deliver [--config FILE] [-f SENDER] RECIPIENT... < message
   letterbox audit verify [--config FILE] [--anchor SEQ:SHA256]...
   letterbox version

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/letterbox/letterbox/internal/audit"
-	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
 	"github.com/letterbox/letterbox/internal/server"
 )
@@ -100,12 +99,15 @@ func localModeSetup(srv *server.Server, stdout io.Writer) error {
 		return nil
 	}
 	password := rand.Text()[:20]
-	hash, err := auth.HashPassword(password)
+	hash, scram, err := passwordCredentials(password) // user.go
 	if err != nil {
 		return err
 	}
 	const demo = "demo@localhost"
 	if _, err := srv.Store.CreateAccount(ctx, demo, hash); err != nil {
+		return err
+	}
+	if err := srv.Store.SetCredentials(ctx, demo, hash, scram); err != nil {
 		return err
 	}
 	if err := recordAdmin(srv.Audit, audit.EventUserAdd, demo, "local mode demo account"); err != nil {

@@ -26,9 +26,17 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	sub := args[0]
+	if sub == "quota" {
+		return cmdUserQuota(args[1:], stdout, stderr) // quota.go
+	}
 	fs, cfgPath := newFlagSet("user "+sub, stderr)
+	withQuota := fs.Bool("quota", false, "user list: show each account's quota and usage")
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
+		return exitUsage
+	}
+	if *withQuota && sub != "list" {
+		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
 	wantArgs := 1
@@ -63,7 +71,16 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		for _, a := range accounts {
-			fmt.Fprintln(stdout, a.Name)
+			if !*withQuota {
+				fmt.Fprintln(stdout, a.Name)
+				continue
+			}
+			u, err := store.Usage(ctx, a.ID)
+			if err != nil {
+				fmt.Fprintf(stderr, "letterbox: %v\n", err)
+				return exitFailure
+			}
+			fmt.Fprintln(stdout, describeQuota(a.Name, u))
 		}
 		return exitOK
 	}
@@ -115,15 +132,18 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "letterbox user %s: %v\n", sub, err)
 		return exitDataErr
 	}
-	hash, err := auth.HashPassword(password)
+	hash, scram, err := passwordCredentials(password)
 	if err != nil {
 		fmt.Fprintf(stderr, "letterbox: %v\n", err)
 		return exitSoftware
 	}
 	if sub == "add" {
 		_, err = store.CreateAccount(ctx, address, hash)
-	} else {
-		err = store.SetPasswordHash(ctx, address, hash)
+	}
+	if err == nil {
+		// For add, a second step: an account that a crash leaves without
+		// SCRAM keys gets them at its first password login.
+		err = store.SetCredentials(ctx, address, hash, scram)
 	}
 	if err != nil {
 		return reportAccountErr(stderr, sub, address, err)
@@ -142,6 +162,18 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "password changed for %s\n", address)
 	}
 	return exitOK
+}
+
+// passwordCredentials returns what is stored for a password: its argon2id
+// hash and its SCRAM-SHA-256 secret (salted keys, never the password).
+func passwordCredentials(password string) (hash, scram string, err error) {
+	if hash, err = auth.HashPassword(password); err != nil {
+		return "", "", err
+	}
+	if scram, err = auth.NewSCRAMSecret(password); err != nil {
+		return "", "", err
+	}
+	return hash, scram, nil
 }
 
 func reportAccountErr(stderr io.Writer, sub, address string, err error) int {

@@ -17,11 +17,13 @@
 //	seq          1, 2, 3, ... across all files, never reused
 //	time         RFC 3339 UTC with nine fractional digits (TimeLayout)
 //	event        login, login_failed, read, expunge, delete, move, copy, mailbox_delete,
-//	             admin.user_add, admin.user_passwd, admin.user_del, audit.recovered
+//	             admin.user_add, admin.user_passwd, admin.user_del, admin.user_quota,
+//	             audit.recovered
 //	proto        imap, pop3, cli
 //	user         the account; for login_failed the name the client gave
 //	remote, tls  the client's ip:port and whether the connection was TLS (tls only with remote)
-//	mech         LOGIN (IMAP LOGIN), USER (POP3 USER/PASS), PLAIN (SASL PLAIN)
+//	mech         LOGIN (IMAP LOGIN), USER (POP3 USER/PASS), or the SASL mechanism:
+//	             PLAIN, SASL-LOGIN, SCRAM-SHA-256, SCRAM-SHA-256-PLUS
 //	mailbox      the mailbox acted on; dest: the destination of a move or copy
 //	uids, count  the messages as a compact UID set ("1:5,9") and how many
 //	actor        who ran an admin command (uid=N(name) of the OS user)

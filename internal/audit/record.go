@@ -28,6 +28,7 @@ const (
 	EventUserAdd       = "admin.user_add" // letterbox user add (or the local-mode demo account)
 	EventUserPasswd    = "admin.user_passwd"
 	EventUserDel       = "admin.user_del"
+	EventUserQuota     = "admin.user_quota"
 	EventRecovered     = "audit.recovered" // written by the log itself after a damaged tail (see the package doc)
 )
 

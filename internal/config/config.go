@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +26,8 @@ type Config struct {
 	Listen         Listen   `toml:"listen"`
 	TLS            TLS      `toml:"tls"`
 	Audit          Audit    `toml:"audit"`
+	Quota          Quota    `toml:"quota"`
+	Limits         Limits   `toml:"limits"`
 
 	// File is the path the config was read from; "" in local mode.
 	File string `toml:"-"`
@@ -48,6 +51,43 @@ type Listen struct {
 type TLS struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+	// MinVersion is the lowest TLS version accepted: "1.2" (the default
+	// when empty) or "1.3".
+	MinVersion TLSVersion `toml:"min_version"`
+	// RequireTLSForAuth: plaintext passwords (IMAP LOGIN, AUTHENTICATE
+	// PLAIN/LOGIN, POP3 USER/PASS, AUTH PLAIN/LOGIN) only over TLS or from
+	// loopback. nil (absent) means true; read it with AuthRequiresTLS.
+	RequireTLSForAuth *bool `toml:"require_tls_for_auth"`
+}
+
+// AuthRequiresTLS is tls.require_tls_for_auth, true unless set to false,
+// also for a Config built in code without it.
+func (t TLS) AuthRequiresTLS() bool { return t.RequireTLSForAuth == nil || *t.RequireTLSForAuth }
+
+// MinTLSVersion is tls.min_version as a crypto/tls version number.
+func (t TLS) MinTLSVersion() uint16 {
+	if t.MinVersion == "1.3" {
+		return tls.VersionTLS13
+	}
+	return tls.VersionTLS12
+}
+
+// TLSVersion is a TLS version as written in the config. It accepts a
+// string ("1.3") and, because that is an easy slip, a bare number (1.3);
+// validation then checks the value, naming the key.
+type TLSVersion string
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (v *TLSVersion) UnmarshalTOML(data any) error {
+	switch x := data.(type) {
+	case string:
+		*v = TLSVersion(x)
+	case float64:
+		*v = TLSVersion(strconv.FormatFloat(x, 'f', -1, 64))
+	default:
+		*v = TLSVersion(fmt.Sprint(x))
+	}
+	return nil
 }
 
 // Audit configures the audit log of security events (package audit).
@@ -102,8 +142,9 @@ func Local() *Config {
 			POP3:       "127.0.0.1:1110",
 			POP3S:      "127.0.0.1:1995",
 		},
-		Audit: Audit{Enabled: true, Dir: filepath.Join("letterbox-data", "audit"), MaxFileSize: DefaultAuditMaxFileSize},
-		Local: true,
+		Audit:  Audit{Enabled: true, Dir: filepath.Join("letterbox-data", "audit"), MaxFileSize: DefaultAuditMaxFileSize},
+		Limits: DefaultLimits(),
+		Local:  true,
 	}
 }
 
@@ -135,6 +176,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		var pe toml.ParseError
+		if errors.As(err, &pe) && pe.Message == durationMsg && pe.LastKey != "" {
+			return nil, &Error{File: name, Key: pe.LastKey, Msg: pe.Message}
+		}
 		if errors.As(err, &pe) {
 			return nil, &Error{File: name, Msg: fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)}
 		}
@@ -145,6 +189,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, &Error{File: name, Key: und[0].String(), Msg: "unknown key (see docs/configuration.md)"}
 	}
 	c.File = name
+	c.Limits.defined = definedIn(md, "limits")
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -215,8 +260,21 @@ func (c *Config) validate() error {
 	if c.Audit.MaxFileSize < minAuditMaxFileSize {
 		return c.fail("audit.max_file_size", "%d is too small (at least %d octets)", c.Audit.MaxFileSize, minAuditMaxFileSize)
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	if err := c.validateQuota(); err != nil {
+		return err
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return c.fail("tls", "cert_file and key_file must both be set, or both be empty for a generated self-signed certificate")
+	}
+	switch c.TLS.MinVersion {
+	case "":
+		c.TLS.MinVersion = "1.2"
+	case "1.2", "1.3":
+	default:
+		return c.fail("tls.min_version", "%q is not a supported TLS version (\"1.2\" or \"1.3\")", string(c.TLS.MinVersion))
 	}
 	for _, f := range []struct{ key, path string }{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
 		if f.path == "" {

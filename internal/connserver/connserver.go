@@ -1,10 +1,11 @@
 // Package connserver is the connection side shared by Letterbox's
 // hand-written protocol servers (pop3, imap): the accept loop with backoff
-// on temporary errors, the registry of live sessions, and graceful
-// shutdown. It exists so that both protocols stop the same way: listeners
-// close, sessions waiting for input are interrupted at once, sessions in
-// the middle of a command finish it, and when the caller's deadline passes
-// the remaining connections are closed and their store calls cancelled.
+// on temporary errors, the connection limits (Limiter, shared with smtp),
+// the registry of live sessions, and graceful shutdown. It exists so that
+// both protocols stop the same way: listeners close, sessions waiting for
+// input are interrupted at once, sessions in the middle of a command finish
+// it, and when the caller's deadline passes the remaining connections are
+// closed and their store calls cancelled.
 package connserver
 
 import (
@@ -36,6 +37,11 @@ type Server struct {
 	NewSession   func(net.Conn) Session
 	OnSessionEnd func() // optional; called after a session ended (tests)
 	Log          *slog.Logger
+	// Limiter, if set, counts the connections; one over its limits is
+	// answered with Refusal(err) (the protocol's "try again later" line,
+	// CRLF included) and closed, without a session.
+	Limiter *Limiter
+	Refusal func(err error) string
 
 	initOnce  sync.Once
 	ctx       context.Context
@@ -112,10 +118,20 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 func (s *Server) start(c net.Conn) {
+	release, err := s.Limiter.AcquireConn(c.RemoteAddr(), s.Log)
+	if err != nil {
+		line := ""
+		if s.Refusal != nil {
+			line = s.Refusal(err)
+		}
+		s.Limiter.Reject(c, line)
+		return
+	}
 	sess := s.NewSession(c)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
+		release()
 		c.Close()
 		return
 	}
@@ -124,6 +140,7 @@ func (s *Server) start(c net.Conn) {
 	s.mu.Unlock()
 	go func() {
 		defer func() {
+			release()
 			s.mu.Lock()
 			delete(s.sessions, sess)
 			s.mu.Unlock()

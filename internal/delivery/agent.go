@@ -46,7 +46,12 @@ type Agent struct {
 	// received (before the trace fields are prepended). Zero means
 	// DefaultMaxMessageSize.
 	MaxMessageSize int64
-	Logger         *slog.Logger // nil: discard
+	// OverQuotaTemporary selects the reply for a recipient over its
+	// quota: false (the default) rejects permanently (KindOverQuota,
+	// 552 5.2.2), true defers (KindOverQuotaTemp, 452 4.2.2). See
+	// quota.go.
+	OverQuotaTemporary bool
+	Logger             *slog.Logger // nil: discard
 
 	now func() time.Time // for tests
 }
@@ -210,7 +215,11 @@ func NewID() string {
 // KindTempFail wrapping it (or KindTooBig when it wraps
 // ErrMessageTooLarge); a store failure is KindTempFail for the recipients
 // it concerns, except that a recipient whose account or INBOX vanished
-// since it was resolved is KindNoSuchUser.
+// since it was resolved is KindNoSuchUser, and one whose account has no
+// room for the message (mailstore.ErrOverQuota) is KindOverQuota or
+// KindOverQuotaTemp (OverQuotaTemporary). When the store is out of space
+// (a full disk fails the spool's writes or the metadata commit), a store
+// or spool failure is KindInsufficientStorage instead of KindTempFail.
 func (a *Agent) Deliver(ctx context.Context, env *Envelope, body io.Reader) []error {
 	errs := make([]error, len(env.Recipients))
 	if len(errs) == 0 {
@@ -299,6 +308,8 @@ func (a *Agent) Deliver(ctx context.Context, env *Envelope, body io.Reader) []er
 		case errors.Is(serr, mailstore.ErrNoSuchAccount), errors.Is(serr, mailstore.ErrNoSuchMailbox):
 			errs[i] = &Error{Kind: KindNoSuchUser, Address: rcptNames[i],
 				Msg: fmt.Sprintf("<%s>: no such user here", rcptNames[i]), Err: serr}
+		case errors.Is(serr, mailstore.ErrOverQuota):
+			errs[i] = a.overQuota(rcptNames[i], serr)
 		default:
 			errs[i] = tempFail(rcptNames[i], serr, "Temporary failure storing the message, try again later")
 		}

@@ -159,6 +159,8 @@ func TestErrorMapping(t *testing.T) {
 		{KindTooBig, 552, [3]int{5, 3, 4}, ExitDataErr},
 		{KindNotConfigured, 451, [3]int{4, 3, 5}, ExitTempFail},
 		{KindTempFail, 451, [3]int{4, 3, 0}, ExitTempFail},
+		{KindOverQuota, 552, [3]int{5, 2, 2}, ExitNoPerm},
+		{KindOverQuotaTemp, 452, [3]int{4, 2, 2}, ExitTempFail},
 	}
 	for _, tt := range tests {
 		e := &Error{Kind: tt.kind, Msg: "x"}

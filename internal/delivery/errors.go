@@ -3,6 +3,8 @@ package delivery
 import (
 	"errors"
 	"fmt"
+
+	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
 // Kind classifies a delivery failure. Each kind has one SMTP reply (code
@@ -34,6 +36,22 @@ const (
 	// KindTempFail: the store failed or the message could not be read;
 	// the sender should retry. 451 4.3.0, EX_TEMPFAIL.
 	KindTempFail
+	// KindOverQuota: the recipient's account is over its quota and the
+	// configuration rejects (over_quota = "reject", the default, as
+	// Dovecot's quota_full_tempfail = no). 552 5.2.2 (RFC 3463 X.2.2
+	// "mailbox full"), EX_NOPERM: what dovecot-lda -e exits with when it
+	// rejects a mail for quota (src/lda/main.c).
+	KindOverQuota
+	// KindOverQuotaTemp: the same with over_quota = "defer" (Dovecot's
+	// quota_full_tempfail = yes): 452 4.2.2, EX_TEMPFAIL.
+	KindOverQuotaTemp
+	// KindInsufficientStorage: the store's disk is full
+	// (mailstore.InsufficientStorage: ENOSPC, EDQUOT, EFBIG, or the
+	// database full); the sender should retry. 452 4.3.1 (RFC 5321
+	// §4.2.3 "insufficient system storage", RFC 3463 X.3.1 "mail system
+	// full", as Postfix answers when its queue file system is full),
+	// EX_TEMPFAIL.
+	KindInsufficientStorage
 )
 
 func (k Kind) String() string {
@@ -52,6 +70,12 @@ func (k Kind) String() string {
 		return "not-configured"
 	case KindTempFail:
 		return "temp-fail"
+	case KindOverQuota:
+		return "over-quota"
+	case KindOverQuotaTemp:
+		return "over-quota-temp"
+	case KindInsufficientStorage:
+		return "insufficient-storage"
 	}
 	return "unknown"
 }
@@ -62,6 +86,7 @@ const (
 	ExitDataErr  = 65 // EX_DATAERR
 	ExitNoUser   = 67 // EX_NOUSER
 	ExitTempFail = 75 // EX_TEMPFAIL
+	ExitNoPerm   = 77 // EX_NOPERM: rejected over quota, as dovecot-lda -e
 )
 
 // ErrMessageTooLarge may be returned (wrapped) by the body reader given to
@@ -88,7 +113,10 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether the sender should retry later.
-func (e *Error) Temporary() bool { return e.Kind == KindTempFail || e.Kind == KindNotConfigured }
+func (e *Error) Temporary() bool {
+	return e.Kind == KindTempFail || e.Kind == KindNotConfigured || e.Kind == KindOverQuotaTemp ||
+		e.Kind == KindInsufficientStorage
+}
 
 // SMTPStatus returns the SMTP reply code, the RFC 3463 enhanced status code
 // and the reply text for the failure.
@@ -106,6 +134,12 @@ func (e *Error) SMTPStatus() (code int, enhanced [3]int, text string) {
 		code, enhanced = 552, [3]int{5, 3, 4}
 	case KindNotConfigured:
 		code, enhanced = 451, [3]int{4, 3, 5}
+	case KindOverQuota:
+		code, enhanced = 552, [3]int{5, 2, 2}
+	case KindOverQuotaTemp:
+		code, enhanced = 452, [3]int{4, 2, 2}
+	case KindInsufficientStorage:
+		code, enhanced = 452, [3]int{4, 3, 1}
 	default:
 		code, enhanced = 451, [3]int{4, 3, 0}
 	}
@@ -119,6 +153,8 @@ func (e *Error) ExitCode() int {
 		return ExitNoUser
 	case KindBadAddress, KindBadSender, KindTooBig:
 		return ExitDataErr
+	case KindOverQuota:
+		return ExitNoPerm
 	}
 	return ExitTempFail
 }
@@ -155,6 +191,13 @@ func ExitCodeAll(errs []error) int {
 	return code
 }
 
+// tempFail is the error for a failure of the store (or of reading the
+// message): KindTempFail, or KindInsufficientStorage when err says that the
+// store is out of space.
 func tempFail(addr string, err error, format string, args ...any) *Error {
+	if mailstore.InsufficientStorage(err) {
+		return &Error{Kind: KindInsufficientStorage, Address: addr,
+			Msg: "Insufficient system storage, try again later", Err: err}
+	}
 	return &Error{Kind: KindTempFail, Address: addr, Msg: fmt.Sprintf(format, args...), Err: err}
 }

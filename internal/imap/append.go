@@ -43,8 +43,9 @@ func (s *session) cmdAppend(c command) error {
 		return err
 	}
 	var (
-		mb   mailstore.Mailbox
-		msgs []mailstore.AppendMessage
+		mb      mailstore.Mailbox
+		msgs    []mailstore.AppendMessage
+		pending int64 // octets of msgs, as literals
 	)
 	// Whatever way the command ends, no spool outlives it (Abort is a
 	// no-op for the spools the store consumed).
@@ -136,6 +137,11 @@ func (s *session) cmdAppend(c command) error {
 			s.p.pos = litPos
 			return &parseError{msg: "too many messages in one APPEND", code: "LIMIT", no: true}
 		}
+		if s.quotaRefuses(pending+size, int64(len(msgs))+1) { // quota.go
+			s.p.pos = litPos
+			return &parseError{msg: overQuotaText, code: "OVERQUOTA", no: true}
+		}
+		pending += size
 		sp, err := s.srv.Store.NewSpool()
 		if err != nil {
 			s.p.pos = litPos
@@ -145,7 +151,7 @@ func (s *session) cmdAppend(c command) error {
 			return s.storeFailed(c.tag, err)
 		}
 		msgs = append(msgs, mailstore.AppendMessage{Spool: sp, Flags: flags, Date: date})
-		if err := s.p.literalStart(size, sync, appendLimit); err != nil {
+		if err := s.p.literalStart(size, sync, s.srv.appendLimit()); err != nil {
 			return err
 		}
 		// A long MULTIAPPEND that keeps sending is not an idle client:

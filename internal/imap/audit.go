@@ -25,7 +25,8 @@ func (s *session) audit(e audit.Event) {
 }
 
 // auditLogin records a login (event audit.EventLogin) or a failed one;
-// cmd is LOGIN or AUTHENTICATE (whose only mechanism is PLAIN).
+// cmd is LOGIN (the command) or the SASL mechanism of AUTHENTICATE
+// (saslAuditMech: PLAIN, SASL-LOGIN, SCRAM-SHA-256, SCRAM-SHA-256-PLUS).
 func (s *session) auditLogin(event, user, cmd, detail string) {
 	mech := cmd
 	if cmd == "AUTHENTICATE" {

@@ -1,12 +1,10 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"strconv"
 	"strings"
 
 	"github.com/letterbox/letterbox/internal/audit"
@@ -14,9 +12,10 @@ import (
 )
 
 // plaintextAllowed reports whether this connection may carry a plaintext
-// password (design.md §5: only over TLS or from loopback).
+// password (design.md §5: only over TLS or from loopback, unless
+// tls.require_tls_for_auth is false; auth.Authenticator.PlaintextAllowed).
 func (s *session) plaintextAllowed() bool {
-	return s.tls || s.srv.loopback(s.remote)
+	return s.srv.Auth.PlaintextAllowed(s.tls || s.srv.loopback(s.remote))
 }
 
 func (s *session) canStartTLS() bool {
@@ -32,23 +31,34 @@ var baseCapabilities = []string{
 	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
 	"UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
 	"SPECIAL-USE", "CREATE-SPECIAL-USE", "STATUS=SIZE",
-	"APPENDLIMIT=" + strconv.Itoa(appendLimit), "MULTIAPPEND", "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
+	"APPENDLIMIT=", "MULTIAPPEND", "UNAUTHENTICATE", "CONDSTORE", "ESEARCH",
 	"SEARCHRES", "BINARY", "SAVEDATE", "QRESYNC", "UTF8=ACCEPT",
 	// COMPRESS=DEFLATE (RFC 4978, compress.go); the command is accepted
 	// only once authenticated (command-auth, RFC 4978 §5).
 	"COMPRESS=DEFLATE",
+	// RFC 9208 QUOTA with its resources (quota.go); no QUOTASET.
+	"QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
 }
 
 func (s *session) capabilities() string {
 	caps := append([]string(nil), baseCapabilities...)
+	for i, c := range caps {
+		if c == "APPENDLIMIT=" {
+			caps[i] = s.srv.appendLimitCap() // limits.go
+		}
+	}
 	if s.state == stateNotAuthenticated {
 		if s.canStartTLS() {
 			caps = append(caps, "STARTTLS")
 		}
-		if s.plaintextAllowed() {
-			caps = append(caps, "AUTH=PLAIN")
-		} else {
+		// LOGINDISABLED is about the LOGIN command (RFC 9051 §6.2.3);
+		// AUTH= lists the SASL mechanisms usable here: SCRAM always,
+		// PLAIN and LOGIN only where LOGIN is allowed (auth.Mechanisms).
+		if !s.plaintextAllowed() {
 			caps = append(caps, "LOGINDISABLED")
+		}
+		for _, m := range s.srv.Auth.Mechanisms(s.saslConn()) {
+			caps = append(caps, "AUTH="+m)
 		}
 	}
 	return strings.Join(caps, " ")
@@ -190,8 +200,13 @@ func (s *session) cmdLogin(c command) error {
 	return nil
 }
 
-// cmdAuthenticate supports PLAIN (RFC 4616) with an optional initial
-// response (SASL-IR, RFC 4959).
+// cmdAuthenticate runs a SASL exchange (RFC 9051 §6.2.2): SCRAM-SHA-256
+// and SCRAM-SHA-256-PLUS (RFC 7677), PLAIN (RFC 4616) and LOGIN, with an
+// optional initial response (SASL-IR, RFC 4959). The mechanisms
+// themselves are in package auth (Authenticator.Run), shared with POP3;
+// this is the IMAP framing: "+ " continuations, a cancelling "*" and
+// invalid base64 answered BAD (RFC 9051 §6.2.2), failures NO with RFC
+// 5530 response codes.
 func (s *session) cmdAuthenticate(c command) error {
 	if err := s.p.sp(); err != nil {
 		return err
@@ -200,72 +215,127 @@ func (s *session) cmdAuthenticate(c command) error {
 	if err != nil {
 		return err
 	}
-	var resp string
-	haveIR := false
+	var initial *string
 	if s.p.consume(' ') {
 		ir, err := s.p.atomWith(func(b byte) bool { return isAtomChar(b) || b == '=' })
 		if err != nil {
 			return err
 		}
-		resp, haveIR = ir, true
+		initial = &ir
 	}
 	if err := s.p.end(); err != nil {
 		return err
 	}
-	if upper(mech) != "PLAIN" {
+	res, err := s.srv.Auth.Run(s.srv.ctx, s.saslConn(), mech, initial, saslTransport{s})
+	auditMech := saslAuditMech(res.Mech)
+	switch {
+	case err == nil:
+		s.enter(c.tag, res.Name, "AUTHENTICATE", auditMech)
+	case errors.Is(err, auth.ErrUnsupportedMechanism):
 		s.no(c.tag, "unsupported authentication mechanism")
-		return nil
-	}
-	if !s.plaintextAllowed() {
+	case errors.Is(err, auth.ErrPlaintextRefused):
 		s.refusePlaintext(c.tag)
-		return nil
-	}
-	if !haveIR {
-		s.bw.WriteString("+ \r\n")
-		if err := s.bw.Flush(); err != nil {
-			return err
-		}
-		if !s.armRead(s.srv.idleTimeout()) {
-			return errShuttingDown
-		}
-		if err := s.p.readSegment(); err != nil {
-			if err == errLineTooLong {
-				s.bad(c.tag, "SASL response too long")
-				return nil
-			}
-			return err
-		}
-		resp = string(s.p.line)
-		s.p.pos = len(s.p.line)
-		if resp == "*" {
-			s.bad(c.tag, "authentication cancelled")
-			return nil
-		}
-	}
-	if resp == "=" {
-		resp = ""
-	}
-	raw, err := base64.StdEncoding.DecodeString(resp)
-	if err != nil {
+	case errors.Is(err, errSASLTooLong):
+		s.bad(c.tag, "SASL response too long")
+	case errors.Is(err, auth.ErrCancelled):
+		s.bad(c.tag, "authentication cancelled")
+	case errors.Is(err, auth.ErrBadBase64):
 		s.bad(c.tag, "invalid base64")
-		return nil
-	}
-	parts := bytes.Split(raw, []byte{0})
-	if len(parts) != 3 {
-		s.no(c.tag, "[AUTHENTICATIONFAILED] malformed PLAIN response")
-		return nil
-	}
-	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
-	if authz != "" && !strings.EqualFold(authz, user) {
-		s.auditLogin(audit.EventLoginFailed, user, "AUTHENTICATE", "authorization identity "+authz+" not permitted")
+	case errors.Is(err, auth.ErrMalformed):
+		s.log.Info("auth failed", "user", res.User, "mech", res.Mech, "err", err)
+		s.no(c.tag, "[AUTHENTICATIONFAILED] malformed %s response", res.Mech)
+	case errors.Is(err, auth.ErrAuthzFailed):
+		s.log.Info("auth failed", "user", res.User, "mech", res.Mech, "reason", "authorization identity not permitted")
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, "authorization identity "+res.Authz+" not permitted")
 		s.no(c.tag, "[AUTHZFAILED] authorization identity not permitted")
-		return nil
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		s.log.Info("auth failed", "user", res.User, "mech", res.Mech)
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, "invalid credentials")
+		s.no(c.tag, "[AUTHENTICATIONFAILED] Invalid credentials")
+	case errors.Is(err, auth.ErrChannelBinding):
+		// Not an ordinary failed guess: the client is not talking to us
+		// directly (or wrongly believes PLUS is not offered).
+		s.log.Warn("auth failed: channel binding", "user", res.User, "mech", res.Mech, "err", err)
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, err.Error())
+		s.no(c.tag, "[AUTHENTICATIONFAILED] SCRAM channel binding failed")
+	case errors.As(err, new(transportError)):
+		return errors.Unwrap(err)
+	default:
+		s.log.Warn("auth error", "mech", res.Mech, "err", err)
+		s.no(c.tag, "[UNAVAILABLE] temporary failure, try again later")
 	}
-	s.login(c.tag, user, pass, "AUTHENTICATE")
 	return nil
 }
 
-// login checks the credentials and enters the authenticated state.
+// errSASLTooLong is a SASL response line longer than a command line may be.
+var errSASLTooLong = errors.New("imap: SASL response too long")
+
+// saslTransport carries a SASL exchange in AUTHENTICATE continuations.
+type saslTransport struct{ s *session }
+
+// Challenge sends "+ " and the base64 challenge (RFC 9051 §7.5: an empty
+// challenge is "+ " followed by nothing).
+func (t saslTransport) Challenge(data []byte) error {
+	s := t.s
+	s.bw.WriteString("+ ")
+	s.bw.WriteString(base64.StdEncoding.EncodeToString(data))
+	s.bw.WriteString("\r\n")
+	if err := s.bw.Flush(); err != nil {
+		return transportError{err}
+	}
+	return nil
+}
+
+// Response reads the client's response line.
+func (t saslTransport) Response() (string, error) {
+	s := t.s
+	if !s.armRead(s.srv.idleTimeout()) {
+		return "", transportError{errShuttingDown}
+	}
+	if err := s.p.readSegment(); err != nil {
+		if err == errLineTooLong {
+			return "", errSASLTooLong
+		}
+		return "", transportError{err}
+	}
+	line := string(s.p.line)
+	s.p.pos = len(s.p.line)
+	return line, nil
+}
+
+// transportError is an I/O error of saslTransport: the connection failed,
+// or the server is shutting down, while the exchange waited for the
+// client. The session ends with it (as for a command's read error).
+type transportError struct{ err error }
+
+func (e transportError) Error() string { return e.err.Error() }
+func (e transportError) Unwrap() error { return e.err }
+
+// saslConn describes this connection to package auth: whether it may carry
+// plaintext passwords, and its TLS channel bindings. tls-server-end-point
+// is computed from Server.TLSConfig's certificate, so an implicit-TLS
+// listener must use the same configuration (as internal/server does); with
+// another, SCRAM-SHA-256-PLUS fails safe (a binding mismatch).
+func (s *session) saslConn() auth.Conn {
+	c := auth.Conn{Remote: s.remote, PlaintextOK: s.plaintextAllowed()}
+	if tc, ok := s.conn.(*tls.Conn); ok && s.tls {
+		c.Bindings = auth.TLSChannelBindings(tc.ConnectionState(), s.srv.TLSConfig)
+	}
+	return c
+}
+
+// saslAuditMech is the audit record's mech for a SASL mechanism: its name,
+// except that the LOGIN mechanism is SASL-LOGIN, so that it is not
+// confused with the LOGIN command (mech LOGIN).
+func saslAuditMech(mech string) string {
+	if mech == auth.MechLogin {
+		return "SASL-LOGIN"
+	}
+	return mech
+}
+
+// login checks the credentials of the LOGIN command and enters the
+// authenticated state.
 func (s *session) login(tag, user, pass, cmd string) {
 	name, err := s.srv.Auth.Authenticate(s.srv.ctx, user, pass, s.remote)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
@@ -279,18 +349,28 @@ func (s *session) login(tag, user, pass, cmd string) {
 		s.no(tag, "[UNAVAILABLE] temporary failure, try again later")
 		return
 	}
+	s.enter(tag, name, cmd, cmd)
+}
+
+// enter enters the authenticated state as account name, which cmd (LOGIN
+// or AUTHENTICATE) with mechanism mech (for the audit record) has
+// authenticated.
+func (s *session) enter(tag, name, cmd, mech string) {
 	acct, err := s.srv.Store.Account(context.WithoutCancel(s.srv.ctx), name)
 	if err != nil {
 		s.log.Warn("account lookup failed", "user", name, "err", err)
 		s.no(tag, "[UNAVAILABLE] temporary failure, try again later")
 		return
 	}
+	if !s.acquireAccountSlot(tag, acct.Name) {
+		return
+	}
 	s.account = acct
 	s.user = acct.Name
 	s.sub = s.srv.Store.Subscribe(acct.ID)
 	s.state = stateAuthenticated
-	s.log.Info("login", "user", acct.Name)
-	s.auditLogin(audit.EventLogin, acct.Name, cmd, "")
+	s.log.Info("login", "user", acct.Name, "mech", mech)
+	s.auditLogin(audit.EventLogin, acct.Name, mech, "")
 	s.ok(tag, "[CAPABILITY %s] %s completed", s.capabilities(), cmd)
 }
 
@@ -306,6 +386,7 @@ func (s *session) cmdUnauthenticate(c command) error {
 		s.sub = nil
 	}
 	s.queue = nil
+	s.releaseAccountSlot()
 	s.rev2, s.condstore, s.qresync, s.utf8 = false, false, false, false
 	s.state = stateNotAuthenticated
 	s.user = ""

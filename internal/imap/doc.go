@@ -33,18 +33,23 @@
 //	fetch.go    FETCH (rendering via package render)
 //	store.go    STORE;  copy.go COPY/MOVE;  append.go APPEND;  idle.go IDLE;  search.go SEARCH
 //	compress.go COMPRESS=DEFLATE (RFC 4978)
+//	quota.go    GETQUOTA, GETQUOTAROOT, SETQUOTA (refused) (RFC 9208)
 //	audit.go    records for the audit log (Server.Audit): logins, body reads, expunges, moves
 //
 // # Extensions
 //
 // Advertised (baseCapabilities in auth.go), each implemented and tested:
 // IMAP4rev2 (after ENABLE IMAP4rev2: UTF-8 names, ESEARCH answers, no
-// \Recent, LIST in SELECT, STATUS DELETED), LITERAL+, SASL-IR, AUTH=PLAIN,
-// ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, CHILDREN,
+// \Recent, LIST in SELECT, STATUS DELETED), LITERAL+, SASL-IR,
+// AUTH=SCRAM-SHA-256 (and -PLUS on TLS), AUTH=PLAIN and AUTH=LOGIN (where
+// plaintext passwords are allowed; mechanisms in package auth), ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, CHILDREN,
 // LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CREATE-SPECIAL-USE, STATUS=SIZE,
 // APPENDLIMIT, UNAUTHENTICATE, CONDSTORE, QRESYNC, ESEARCH, SEARCHRES,
 // BINARY, SAVEDATE, UTF8=ACCEPT, COMPRESS=DEFLATE, and STARTTLS /
 // LOGINDISABLED on plaintext connections that are not from loopback.
+// QUOTA, QUOTA=RES-STORAGE and QUOTA=RES-MESSAGE (RFC 9208, quota.go):
+// the account's limits as one quota root "", STATUS DELETED-STORAGE, and
+// NO [OVERQUOTA] for APPEND and COPY.
 // MULTIAPPEND (RFC 3502) is advertised as well: APPEND takes several
 // messages, each spooled as it arrives, and the store appends all of them
 // in one transaction or none (Store.AppendMany; RFC 3502 §6.3.11).

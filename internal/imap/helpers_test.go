@@ -116,6 +116,7 @@ type envOptions struct {
 	lookup      auth.LookupFunc // replaces the store lookup
 	hash        string          // password hash of testUser; "" = cheapHash
 	listener    func(net.Listener) net.Listener
+	tune        func(*Server) // adjusts the Server before it serves (limits)
 }
 
 type testEnv struct {
@@ -181,6 +182,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	if o.remote {
 		e.srv.isLoopback = func(netip.Addr) bool { return false }
+	}
+	if o.tune != nil {
+		o.tune(e.srv)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -38,7 +38,7 @@ func (s *session) cmdIdle(c command) error {
 		case err := <-done:
 			if err != nil {
 				var pe *parseError
-				if errors.As(err, &pe) {
+				if errors.As(err, &pe) && !pe.fatal {
 					s.bad(c.tag, "expected DONE")
 					return nil
 				}

@@ -310,7 +310,7 @@ func TestIMAPClientLoginCapabilityList(t *testing.T) {
 	g := e.dialGo(nil)
 	// The greeting carries the capabilities (RFC 9051 §7.1.1): go-imap
 	// takes them from there without a CAPABILITY command.
-	if got, want := g.Caps(), giCaps(wantCaps+" AUTH=PLAIN"); !reflect.DeepEqual(got, want) {
+	if got, want := g.Caps(), giCaps(wantCaps+" AUTH=PLAIN AUTH=LOGIN"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("greeting capabilities:\n got %v\nwant %v", got, want)
 	}
 	giIMAPError(t, "LOGIN with a wrong password", g.Login(testUser, "wrong").Wait(), imap.StatusResponseTypeNo, imap.ResponseCodeAuthenticationFailed)
@@ -1154,7 +1154,7 @@ func TestIMAPClientTLS(t *testing.T) {
 		// After STARTTLS go-imap asks for the capabilities again.
 		caps, err := g.Capability().Wait()
 		g.must("CAPABILITY", err)
-		if want := giCaps(wantCaps + " AUTH=PLAIN"); !reflect.DeepEqual(caps, want) {
+		if want := giCaps(wantCaps + " AUTH=PLAIN AUTH=LOGIN"); !reflect.DeepEqual(caps, want) {
 			t.Fatalf("capabilities after STARTTLS:\n got %v\nwant %v", caps, want)
 		}
 		g.must("AUTHENTICATE PLAIN", g.Authenticate(sasl.NewPlainClient("", testUser, testPassword)))

@@ -65,6 +65,16 @@ func (s *session) storeFailed(tag string, err error) error {
 		s.bad(tag, "invalid flag")
 	case errors.Is(err, mailstore.ErrNoSuchMessage):
 		s.no(tag, "[NONEXISTENT] no such message")
+	case errors.Is(err, mailstore.ErrOverQuota):
+		// APPEND, COPY: RFC 9208 §4.3.1, RFC 5530 §3 (quota.go).
+		s.no(tag, "[OVERQUOTA] "+overQuotaText)
+	case mailstore.InsufficientStorage(err):
+		// The server's disk is full: a temporary failure of the
+		// storage subsystem, RFC 5530 UNAVAILABLE. Not OVERQUOTA
+		// (which Dovecot sends for ENOSPC): deleting mail in this
+		// account is not what the user can do about it.
+		s.log.Error("store error: insufficient storage", "err", err)
+		s.no(tag, "[UNAVAILABLE] insufficient storage, try again later")
 	default:
 		s.log.Error("store error", "err", err)
 		s.no(tag, "[SERVERBUG] internal server error")
@@ -413,6 +423,9 @@ func (s *session) cmdCreate(c command) error {
 		s.no(c.tag, "[ALREADYEXISTS] INBOX always exists")
 		return nil
 	}
+	if full, err := s.mailboxLimitReached(c.tag); full {
+		return err
+	}
 	if _, err := s.srv.Store.CreateMailbox(s.srv.ctx, s.account.ID, name, use); err != nil {
 		return s.storeFailed(c.tag, err)
 	}
@@ -455,6 +468,12 @@ func (s *session) cmdRename(c command) error {
 	if err := s.p.end(); err != nil {
 		return err
 	}
+	if from == mailstore.Inbox {
+		// Renaming INBOX creates the new mailbox and keeps INBOX.
+		if full, err := s.mailboxLimitReached(c.tag); full {
+			return err
+		}
+	}
 	if err := s.srv.Store.RenameMailbox(s.srv.ctx, s.account.ID, from, strings.TrimSuffix(to, "/")); err != nil {
 		return s.storeFailed(c.tag, err)
 	}
@@ -483,7 +502,8 @@ func (s *session) subscribe(c command, on bool) error {
 
 func validStatusItem(it string) bool {
 	switch it {
-	case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "RECENT", "DELETED":
+	case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "RECENT", "DELETED",
+		"DELETED-STORAGE":
 		return true
 	}
 	return false
@@ -528,6 +548,19 @@ func (s *session) cmdStatus(c command) error {
 }
 
 func (s *session) writeStatus(mb mailstore.Mailbox, items []string) {
+	// DELETED and DELETED-STORAGE come from one View, read once.
+	var view *mailstore.MailboxView
+	deleted := func() *mailstore.MailboxView {
+		if view == nil {
+			v, err := s.srv.Store.View(s.srv.ctx, mb.ID)
+			if err != nil {
+				s.log.Warn("STATUS DELETED", "mailbox", mb.Name, "err", err)
+				v = mailstore.MailboxView{}
+			}
+			view = &v
+		}
+		return view
+	}
 	s.bw.WriteString("* STATUS ")
 	s.writeName(mb.Name)
 	s.bw.WriteString(" (")
@@ -553,13 +586,11 @@ func (s *session) writeStatus(mb mailstore.Mailbox, items []string) {
 			v = 0 // \Recent is not implemented (RFC 9051 removed it)
 		case "DELETED":
 			// RFC 9051 §6.3.11, counted by the store's View query.
-			var n uint32
-			if view, err := s.srv.Store.View(s.srv.ctx, mb.ID); err == nil {
-				n = view.Deleted
-			} else {
-				s.log.Warn("STATUS DELETED", "mailbox", mb.Name, "err", err)
-			}
-			v = n
+			v = deleted().Deleted
+		case "DELETED-STORAGE":
+			// RFC 9208 §4.1.4: what EXPUNGE would reclaim, in octets:
+			// usage is the sum of message sizes, so this is exact.
+			v = deleted().DeletedSize
 		}
 		fmt.Fprintf(s.bw, "%s %v", it, v)
 	}

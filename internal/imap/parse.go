@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 )
 
-// Limits of the command parser. A command line segment (the text between
+// Default limits of the command parser (Server.MaxLineLength and
+// MaxMessageSize change them). A command line segment (the text between
 // two literals, or up to CRLF) is at most maxLine octets; a literal that is
 // an ordinary argument (a password, a search string) at most maxLiteral; an
 // APPEND message at most appendLimit (advertised as APPENDLIMIT, RFC 7889).
@@ -21,6 +23,9 @@ const (
 	// literal the server reads and throws away to stay in step with the
 	// client; a larger one closes the connection.
 	maxDiscard = appendLimit
+	// absurdLine is how many times maxLine an overlong line may run on
+	// before the server stops discarding it and closes the connection.
+	absurdLine = 16
 )
 
 // parseError is a command that cannot be executed as sent. It is answered
@@ -42,6 +47,10 @@ func syntaxErr(format string, args ...any) error {
 
 var errLineTooLong = &parseError{msg: "command line too long", code: "TOOBIG"}
 
+// errLineAbsurd is a line that ran on for absurdLine times the limit: the
+// client is not speaking IMAP; the session ends.
+var errLineAbsurd = &parseError{msg: "command line too long", code: "TOOBIG", fatal: true}
+
 // parser reads one command from a buffered connection, token by token. It
 // never holds more than one line segment (≤ maxLine) plus one small literal
 // in memory; large literals (APPEND) are streamed by the caller through
@@ -56,16 +65,22 @@ type parser struct {
 	// litPlus reports whether the client may use {n+} (we advertise
 	// LITERAL+, RFC 7888, so always true).
 	segBuf []byte
+	// Limits: line segment, argument literal, discarded literal.
+	maxLine, maxLiteral int
+	maxDiscard          int64
 }
 
 func newParser(br *bufio.Reader, cont func() error) *parser {
-	return &parser{br: br, cont: cont, segBuf: make([]byte, 0, 256)}
+	return &parser{br: br, cont: cont, segBuf: make([]byte, 0, 256),
+		maxLine: maxLine, maxLiteral: maxLiteral, maxDiscard: maxDiscard}
 }
 
 // readSegment reads the next line segment. An overlong line is consumed and
 // discarded (chunk by chunk, never held whole); errLineTooLong is returned.
 // If the discarded line ended with a non-synchronising literal, that
 // literal is discarded too, so the session stays in step with the client.
+// A line that runs on past absurdLine times the limit is not waited for:
+// errLineAbsurd ends the session.
 func (p *parser) readSegment() error {
 	p.line = p.segBuf[:0]
 	p.pos = 0
@@ -75,7 +90,10 @@ func (p *parser) readSegment() error {
 	for {
 		frag, err := p.br.ReadSlice('\n')
 		n += len(frag)
-		if !tooLong && n <= maxLine+2 {
+		if n > absurdLine*p.maxLine {
+			return errLineAbsurd
+		}
+		if !tooLong && n <= p.maxLine+2 {
 			p.line = append(p.line, frag...)
 		} else {
 			if !tooLong {
@@ -137,7 +155,7 @@ func trailingLiteral(b []byte) (size int64, sync bool, ok bool) {
 		sync = false
 		num = num[:len(num)-1]
 	}
-	if len(num) == 0 || len(num) > 10 {
+	if len(num) == 0 {
 		return 0, false, false
 	}
 	for _, c := range num {
@@ -147,14 +165,16 @@ func trailingLiteral(b []byte) (size int64, sync bool, ok bool) {
 	}
 	size, err := strconv.ParseInt(string(num), 10, 64)
 	if err != nil {
-		return 0, false, false
+		// More digits than an int64 holds: a literal announced as larger
+		// than anything the server will read or skip.
+		size = math.MaxInt64
 	}
 	return size, sync, true
 }
 
 // discard throws away size octets of a rejected non-synchronising literal.
 func (p *parser) discard(size int64) error {
-	if size > maxDiscard {
+	if size > p.maxDiscard {
 		return &parseError{msg: "literal too large", code: "TOOBIG", fatal: true}
 	}
 	_, err := io.CopyN(io.Discard, p.br, size)
@@ -329,9 +349,16 @@ func (p *parser) literalHeader() (size int64, sync bool, err error) {
 	if !p.consume('{') {
 		return 0, false, syntaxErr("expected literal")
 	}
+	start := p.pos
 	n, err := p.number(63)
 	if err != nil {
-		return 0, false, err
+		if p.pos == start {
+			return 0, false, err
+		}
+		// Too many digits: refused by size like any literal over the
+		// limit (NO [TOOBIG], or the end of the session for one that
+		// cannot be skipped).
+		n = math.MaxInt64
 	}
 	sync = !p.consume('+')
 	if !p.consume('}') || !p.atEnd() {
@@ -382,7 +409,7 @@ func (p *parser) literal() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := p.literalStart(size, sync, maxLiteral); err != nil {
+	if err := p.literalStart(size, sync, int64(p.maxLiteral)); err != nil {
 		return "", err
 	}
 	b := make([]byte, size)

@@ -31,8 +31,9 @@ type searchKey struct {
 // maxSearchDepth bounds the nesting of NOT/OR/parentheses.
 const maxSearchDepth = 50
 
-// maxSearchText bounds how much decoded text of one body part BODY/TEXT
-// search looks at.
+// maxSearchText is the default bound of how much decoded text of one
+// message BODY/TEXT search looks at (Server.MaxSearchText); a SEARCH holds
+// one message's text at a time.
 const maxSearchText = 4 << 20
 
 func (p *parser) searchKeys(depth int) ([]*searchKey, error) {
@@ -261,7 +262,11 @@ func (sm *searchMsg) bodyText() string {
 		return ""
 	}
 	var b strings.Builder
+	left := sm.s.srv.maxSearchText()
 	sm.root.Walk(func(p *message.Part) bool {
+		if left <= 0 {
+			return false
+		}
 		if len(p.Children) > 0 || !(p.IsText() || p == sm.root) {
 			return true
 		}
@@ -269,7 +274,8 @@ func (sm *searchMsg) bodyText() string {
 		if err != nil {
 			r = io.NewSectionReader(sm.blob, p.BodyOffset(), p.BodySize)
 		}
-		raw, _ := io.ReadAll(io.LimitReader(r, maxSearchText))
+		raw, _ := io.ReadAll(io.LimitReader(r, left))
+		left -= int64(len(raw))
 		cs, _ := p.Param("charset")
 		b.WriteString(message.DecodeCharsetLenient(cs, raw))
 		b.WriteByte('\n')
@@ -533,31 +539,36 @@ func (s *session) cmdSearch(c command) error {
 			cand[i] = uint32(i + 1)
 		}
 	}
-	msgs, err := s.lookupMessages(cand)
-	if err != nil {
-		return s.storeFailed(c.tag, err)
-	}
 	var hits []uint64
 	var maxMod uint64
 	var savedUIDs []mailstore.UID
-	for i, m := range msgs {
-		if m == nil {
-			continue
+	// The messages' records are read fetchBatch at a time, like FETCH:
+	// a SEARCH holds one batch, not the whole mailbox.
+	for start := 0; start < len(cand); start += fetchBatch {
+		chunk := cand[start:min(start+fetchBatch, len(cand))]
+		msgs, err := s.lookupMessages(chunk)
+		if err != nil {
+			return s.storeFailed(c.tag, err)
 		}
-		seq := cand[i]
-		sm := &searchMsg{s: s, seq: seq, m: m}
-		ok := s.match(prog, sm, c.uid)
-		sm.close()
-		if !ok {
-			continue
+		for i, m := range msgs {
+			if m == nil {
+				continue
+			}
+			seq := chunk[i]
+			sm := &searchMsg{s: s, seq: seq, m: m}
+			ok := s.match(prog, sm, c.uid)
+			sm.close()
+			if !ok {
+				continue
+			}
+			if c.uid {
+				hits = append(hits, uint64(m.UID))
+			} else {
+				hits = append(hits, uint64(seq))
+			}
+			maxMod = max(maxMod, m.ModSeq)
+			savedUIDs = append(savedUIDs, m.UID)
 		}
-		if c.uid {
-			hits = append(hits, uint64(m.UID))
-		} else {
-			hits = append(hits, uint64(seq))
-		}
-		maxMod = max(maxMod, m.ModSeq)
-		savedUIDs = append(savedUIDs, m.UID)
 	}
 	if save {
 		// RFC 5182 §2.4: with MIN and/or MAX (and not ALL or COUNT),

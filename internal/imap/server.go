@@ -40,6 +40,15 @@ type Server struct {
 	// mailbox deletions (audit.go); nil records nothing.
 	Audit audit.Recorder
 
+	// Limits (limits.go; docs/configuration.md [limits]). Zero values
+	// mean the defaults; a nil Limiter limits no connections or sessions.
+	Limiter        *connserver.Limiter
+	WriteTimeout   time.Duration // each write; default DefaultWriteTimeout
+	MaxLineLength  int           // command line segment and argument literal; default 64 KiB
+	MaxMessageSize int64         // APPEND literal, advertised as APPENDLIMIT; default 64 MiB
+	MaxMailboxes   int           // per account, INBOX included; default DefaultMaxMailboxes
+	MaxSearchText  int64         // decoded text per message for SEARCH BODY/TEXT; default 4 MiB
+
 	// isLoopback decides whether a non-TLS client may log in with a
 	// plaintext mechanism; nil means netip.Addr.IsLoopback. Tests replace
 	// it to simulate remote clients.
@@ -73,6 +82,8 @@ func (s *Server) init() {
 			NewSession:   func(c net.Conn) connserver.Session { return newSession(s, c) },
 			OnSessionEnd: s.onSessionEnd,
 			Log:          s.log,
+			Limiter:      s.Limiter,
+			Refusal:      refusal,
 		}
 		s.ctx = s.conns.Context()
 	})

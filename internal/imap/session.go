@@ -64,6 +64,9 @@ type session struct {
 	sub     *mailstore.Subscription
 	queue   []mailstore.Change // drained from sub, not yet reported
 
+	// releaseSlot gives back the account's session slot (Limiter).
+	releaseSlot func()
+
 	compressed bool // COMPRESS DEFLATE is active
 
 	// Enabled extensions (RFC 5161).
@@ -86,18 +89,23 @@ func newSession(srv *Server, c net.Conn) *session {
 	s.br = bufio.NewReaderSize(c, readBufSize)
 	s.bw = bufio.NewWriterSize(connWriter{s}, writeBufSize)
 	s.p = newParser(s.br, s.continueLiteral)
+	s.p.maxLine, s.p.maxLiteral, s.p.maxDiscard = srv.maxLine(), srv.maxLine(), srv.appendLimit()
 	s.log = srv.log.With("remote", c.RemoteAddr().String())
 	return s
 }
 
 // connWriter writes with a fresh deadline per write: a client that stops
-// reading is dropped after the idle timeout, a slow but progressing large
+// reading is dropped after the write timeout, a slow but progressing large
 // transfer is not.
 type connWriter struct{ s *session }
 
 func (w connWriter) Write(p []byte) (int, error) {
-	w.s.raw.SetWriteDeadline(time.Now().Add(w.s.srv.idleTimeout()))
-	return w.s.conn.Write(p)
+	w.s.raw.SetWriteDeadline(time.Now().Add(w.s.srv.writeTimeout()))
+	n, err := w.s.conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errWriteTimeout // not a read deadline: not "idle"
+	}
+	return n, err
 }
 
 // Close closes the connection at once (connserver.Session: Shutdown's
@@ -148,6 +156,9 @@ func (s *session) Serve() {
 		if !s.commandPending() {
 			if err := s.bw.Flush(); err != nil {
 				s.endCause = "write error"
+				if errors.Is(err, errWriteTimeout) {
+					s.writeTimedOut()
+				}
 				return
 			}
 		}
@@ -159,15 +170,16 @@ func (s *session) Serve() {
 		if err == errLineTooLong {
 			s.nerr++
 			s.bw.WriteString("* BAD [TOOBIG] command line too long\r\n")
-			continue
-		}
-		if err != nil {
+			s.log.Warn("limit exceeded: command line too long", "limit", "imap_max_line_length", "max", s.p.maxLine)
+		} else if err != nil {
 			s.readFailed(err)
 			break
+		} else {
+			s.command()
 		}
-		s.command()
 		if s.state != stateLogout && s.nerr >= maxErrors {
 			s.bw.WriteString("* BYE too many errors\r\n")
+			s.log.Warn("limit exceeded: too many errors, closing", "max", maxErrors)
 			s.endCause = "too many errors"
 			s.state = stateLogout
 		}
@@ -198,6 +210,7 @@ func (s *session) finish() {
 	if s.sub != nil {
 		s.sub.Close()
 	}
+	s.releaseAccountSlot()
 	s.conn.Close()
 	if s.endCause == "" {
 		s.endCause = "closed"
@@ -225,6 +238,8 @@ func (s *session) readFailed(err error) {
 		errors.Is(err, os.ErrDeadlineExceeded) && s.srv.conns.Closing():
 		s.endCause = "shutdown"
 		s.bw.WriteString("* BYE server shutting down\r\n")
+	case errors.Is(err, errWriteTimeout):
+		s.writeTimedOut()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.endCause = "idle timeout"
 		s.bw.WriteString("* BYE autologout; idle for too long\r\n")
@@ -235,6 +250,10 @@ func (s *session) readFailed(err error) {
 		if errors.As(err, &pe) {
 			s.endCause = pe.msg
 			s.bw.WriteString("* BYE " + pe.msg + "\r\n")
+			if pe == errLineAbsurd {
+				s.log.Warn("limit exceeded: command line too long, closing", "limit", "imap_max_line_length",
+					"max", s.p.maxLine)
+			}
 			return
 		}
 		s.endCause = "read error"
@@ -350,6 +369,9 @@ func init() {
 		"EXAMINE":        with(au, (*session).cmdSelect),
 		"APPEND":         with(au, (*session).cmdAppend),
 		"IDLE":           with(au, (*session).cmdIdle),
+		"GETQUOTA":       with(au, (*session).cmdGetQuota),
+		"GETQUOTAROOT":   with(au, (*session).cmdGetQuotaRoot),
+		"SETQUOTA":       with(au, (*session).cmdSetQuota),
 		"CHECK":          with(se, (*session).cmdNoop),
 		"CLOSE":          with(se, (*session).cmdClose),
 		"UNSELECT":       with(se, (*session).cmdUnselect),
@@ -443,6 +465,7 @@ func (s *session) failCommand(tag string, err error) {
 		s.bw.WriteString("* BYE " + pe.msg + "\r\n")
 		s.endCause = pe.msg
 		s.state = stateLogout
+		s.log.Warn("limit exceeded, closing", "reason", pe.msg)
 	}
 }
 

@@ -10,13 +10,13 @@ import (
 )
 
 const wantCaps = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN " +
-	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE APPENDLIMIT=67108864 MULTIAPPEND UNAUTHENTICATE CONDSTORE ESEARCH SEARCHRES BINARY SAVEDATE QRESYNC UTF8=ACCEPT COMPRESS=DEFLATE"
+	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE APPENDLIMIT=67108864 MULTIAPPEND UNAUTHENTICATE CONDSTORE ESEARCH SEARCHRES BINARY SAVEDATE QRESYNC UTF8=ACCEPT COMPRESS=DEFLATE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
 
 func TestGreetingCapabilityLogout(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	c := e.dialRaw()
-	c.expect("* OK [CAPABILITY " + wantCaps + " AUTH=PLAIN] imap.test Letterbox IMAP server ready")
-	c.exchange("a1", "CAPABILITY", "* CAPABILITY "+wantCaps+" AUTH=PLAIN", "a1 OK CAPABILITY completed")
+	c.expect("* OK [CAPABILITY " + wantCaps + " AUTH=PLAIN AUTH=LOGIN] imap.test Letterbox IMAP server ready")
+	c.exchange("a1", "CAPABILITY", "* CAPABILITY "+wantCaps+" AUTH=PLAIN AUTH=LOGIN", "a1 OK CAPABILITY completed")
 	c.exchange("a2", "noop", "a2 OK NOOP completed")
 	c.exchange("a3", "LOGOUT", "* BYE logging out", "a3 OK LOGOUT completed")
 	c.expectEOF()
@@ -81,7 +81,7 @@ func TestRemotePlaintextRefused(t *testing.T) {
 	tc := tls.Client(c.conn, clientTLSConfig(t))
 	c.conn = tc
 	c.r = bufio.NewReader(tc)
-	c.exchange("e", "CAPABILITY", "* CAPABILITY "+wantCaps+" AUTH=PLAIN", "e OK CAPABILITY completed")
+	c.exchange("e", "CAPABILITY", "* CAPABILITY "+wantCaps+" AUTH=PLAIN AUTH=LOGIN", "e OK CAPABILITY completed")
 	c.exchange("f", "STARTTLS", "f BAD already authenticated"[:0]+"f BAD STARTTLS not available")
 	c.exchange("g", "LOGIN "+testUser+` "`+testPassword+`"`, "g OK [CAPABILITY "+wantCaps+"] LOGIN completed")
 }
@@ -94,7 +94,7 @@ func TestImplicitTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { tc.Close() })
 	c := &conn{t: t, conn: tc, r: bufio.NewReader(tc)}
-	c.expect("* OK [CAPABILITY " + wantCaps + " AUTH=PLAIN] imap.test Letterbox IMAP server ready")
+	c.expect("* OK [CAPABILITY " + wantCaps + " AUTH=PLAIN AUTH=LOGIN] imap.test Letterbox IMAP server ready")
 	c.exchange("a", "LOGIN "+testUser+` "`+testPassword+`"`, "a OK [CAPABILITY "+wantCaps+"] LOGIN completed")
 }
 

@@ -46,6 +46,9 @@ var (
 	ErrLocked = errors.New("mailstore: mailbox is locked by another session")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("mailstore: store is closed")
+	// ErrOverQuota is returned when a change would take an account over
+	// its quota (see Usage.Allows); nothing was changed.
+	ErrOverQuota = errors.New("mailstore: over quota")
 )
 
 // System flags (RFC 3501 §2.3.2). Keywords are any other atom.
@@ -89,8 +92,46 @@ type Account struct {
 	ID           int64
 	Name         string
 	PasswordHash string // opaque to the store; see package auth
-	Created      time.Time
+	// SCRAMSHA256 is the account's SCRAM-SHA-256 secret (salt, iteration
+	// count, StoredKey, ServerKey; never the password), opaque to the
+	// store, see auth.NewSCRAMSecret; "" when the account has none.
+	SCRAMSHA256 string
+	Created     time.Time
+	// Quota limits of the account: octets and messages, summed over all
+	// its mailboxes; 0 means no limit. See Usage.Allows for the rule.
+	QuotaBytes    int64
+	QuotaMessages int64
 }
+
+// Usage is an account's storage use and its quota, read from one snapshot
+// (Store.Usage). Bytes is the sum of the sizes (Message.Size, as IMAP
+// RFC822.SIZE reports) of every message in every mailbox of the account:
+// each copy counts, also when copies share a blob. Messages counts every
+// message of every mailbox. Both are exact.
+type Usage struct {
+	Bytes, Messages           int64
+	QuotaBytes, QuotaMessages int64 // 0: no limit
+}
+
+// Allows reports whether the account may grow by bytes octets and messages
+// messages: a change is refused when QuotaBytes > 0 and Bytes+bytes >
+// QuotaBytes, or when QuotaMessages > 0 and Messages+messages >
+// QuotaMessages. So usage may reach a limit exactly, never pass it; a
+// change that does not grow a resource (bytes or messages <= 0, such as a
+// move within the account) is never refused for it, even when usage is
+// above a limit that was lowered.
+func (u Usage) Allows(bytes, messages int64) bool {
+	if bytes > 0 && u.QuotaBytes > 0 && u.Bytes+bytes > u.QuotaBytes {
+		return false
+	}
+	if messages > 0 && u.QuotaMessages > 0 && u.Messages+messages > u.QuotaMessages {
+		return false
+	}
+	return true
+}
+
+// Limited reports whether the account has any quota limit.
+func (u Usage) Limited() bool { return u.QuotaBytes > 0 || u.QuotaMessages > 0 }
 
 // Mailbox is one folder of an account, with counters kept exact by the
 // store.
@@ -172,6 +213,7 @@ type MailboxView struct {
 	FirstUnseen UID      // lowest UID of a message without \Seen; 0 if none
 	Keywords    []string // distinct keywords (non-system flags) in use, as stored, sorted; never nil
 	Deleted     uint32   // number of messages flagged \Deleted
+	DeletedSize int64    // sum of the sizes of those messages (IMAP STATUS DELETED-STORAGE)
 }
 
 // FlagOp says how StoreFlags combines the given flags with the current ones.
@@ -229,12 +271,29 @@ type Store interface {
 	CreateAccount(ctx context.Context, name, passwordHash string) (Account, error)
 	// Account looks an account up by name (case-insensitive).
 	Account(ctx context.Context, name string) (Account, error)
-	// SetPasswordHash replaces the account's password hash.
+	// SetPasswordHash replaces the account's password hash and removes
+	// its SCRAM secret, which derives from the old password.
 	SetPasswordHash(ctx context.Context, name, passwordHash string) error
+	// SetCredentials replaces the account's password hash and SCRAM
+	// secret together, atomically ("" removes the secret).
+	SetCredentials(ctx context.Context, name, passwordHash, scramSHA256 string) error
+	// SetSCRAMIfHash sets the account's SCRAM secret only if its password
+	// hash is still passwordHash, the hash of the password the secret was
+	// derived from, in one atomic step; it reports whether it did. A
+	// password changed meanwhile (also by another process) leaves the
+	// account unchanged and returns false.
+	SetSCRAMIfHash(ctx context.Context, name, passwordHash, scramSHA256 string) (bool, error)
 	// DeleteAccount removes the account, its mailboxes and messages.
 	DeleteAccount(ctx context.Context, name string) error
 	// Accounts lists all accounts ordered by name.
 	Accounts(ctx context.Context) ([]Account, error)
+	// SetQuota sets the account's quota limits (octets, messages; 0 = no
+	// limit; negative values are ErrNotAllowed). It takes effect for every
+	// change committed after it, in every process sharing the store.
+	// Lowering a limit below the current usage removes nothing.
+	SetQuota(ctx context.Context, name string, bytes, messages int64) error
+	// Usage returns the account's usage and quota from one snapshot.
+	Usage(ctx context.Context, accountID int64) (Usage, error)
 
 	// --- mailboxes ---
 
@@ -264,9 +323,16 @@ type Store interface {
 	// The result has one entry per recipient: nil when that recipient's
 	// copy is durable, or the reason it failed. Deliveries that arrive
 	// concurrently are group-committed. Deliver consumes sp.
+	//
+	// Quota: each recipient's account must allow one more message of the
+	// spool's size (Usage.Allows), checked in the transaction that adds
+	// the copy, so concurrent deliveries (also from other processes) never
+	// take an account over its quota; a recipient that does not fit gets
+	// ErrOverQuota and the others are still delivered.
 	Deliver(ctx context.Context, sp Spool, date time.Time, rcpts []Recipient) []error
 	// Append stores the spooled message in one mailbox with the given flags
-	// (IMAP APPEND). Deliver consumes sp.
+	// (IMAP APPEND). Deliver consumes sp. ErrOverQuota when the account
+	// does not allow one more message of the spool's size.
 	Append(ctx context.Context, mailboxID int64, sp Spool, flags []string, date time.Time) (Message, error)
 	// AppendMany stores several spooled messages in one mailbox atomically
 	// (IMAP MULTIAPPEND, RFC 3502 §6.3.11: "no partial appending is
@@ -277,7 +343,8 @@ type Store interface {
 	// the error says why (ErrInvalidFlag, ErrNoSuchMailbox, ...). The
 	// result has one Message per element of msgs, in order. AppendMany
 	// consumes every spool of msgs, also on failure. With no messages it
-	// only checks that the mailbox exists.
+	// only checks that the mailbox exists. ErrOverQuota (nothing added)
+	// when the account does not allow all of msgs together.
 	AppendMany(ctx context.Context, mailboxID int64, msgs []AppendMessage) ([]Message, error)
 	// Messages lists the messages of a mailbox ordered by UID. It reads
 	// the whole mailbox; protocol code that needs some messages uses
@@ -337,8 +404,15 @@ type Store interface {
 	Expunge(ctx context.Context, mailboxID int64, uids []UID) ([]UID, error)
 	// Copy copies messages to another mailbox of the same account and
 	// returns the new UIDs in the order of the source UIDs (UIDPLUS).
+	// Copies count against the quota like any message (the store shares
+	// their blobs, but usage is defined on message sizes, see Usage):
+	// ErrOverQuota, and nothing copied, when the account does not allow
+	// all of them together.
 	Copy(ctx context.Context, srcMailboxID int64, uids []UID, dstMailboxID int64) (srcUIDs, dstUIDs []UID, err error)
-	// Move is Copy followed by Expunge of the sources, atomically.
+	// Move is Copy followed by Expunge of the sources, atomically. It
+	// does not change the account's usage, so it is never refused for
+	// quota (RFC 9208 §4.3.1: OVERQUOTA is for additions that put the
+	// account over a limit; a move adds nothing).
 	Move(ctx context.Context, srcMailboxID int64, uids []UID, dstMailboxID int64) (srcUIDs, dstUIDs []UID, err error)
 	// Vanished returns UIDs expunged from the mailbox with a MODSEQ greater
 	// than modseq, ascending (QRESYNC VANISHED (EARLIER)).

@@ -1,7 +1,6 @@
 package pop3
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -13,9 +12,10 @@ import (
 )
 
 // plaintextAllowed reports whether this connection may carry a plaintext
-// password (design.md §5: only over TLS or from loopback).
+// password (design.md §5: only over TLS or from loopback, unless
+// tls.require_tls_for_auth is false; auth.Authenticator.PlaintextAllowed).
 func (s *session) plaintextAllowed() bool {
-	return s.tls || s.srv.loopback(s.remote)
+	return s.srv.Auth.PlaintextAllowed(s.tls || s.srv.loopback(s.remote))
 }
 
 // canSTLS reports whether STLS is available (RFC 2595 §4).
@@ -48,7 +48,11 @@ func (s *session) cmdCAPA(cmd command) {
 	s.line("UIDL")
 	if s.plaintextAllowed() {
 		s.line("USER")
-		s.line("SASL PLAIN")
+	}
+	// SASL (RFC 5034 §3): SCRAM on every connection, PLAIN and LOGIN only
+	// where USER is offered (auth.Mechanisms).
+	if mechs := s.srv.Auth.Mechanisms(s.saslConn()); len(mechs) > 0 {
+		s.line("SASL %s", strings.Join(mechs, " "))
 	}
 	s.line("RESP-CODES")
 	s.line("AUTH-RESP-CODE")
@@ -91,13 +95,17 @@ func (s *session) cmdPASS(cmd command, user string, userSet bool) {
 	s.login(user, cmd.rest, "USER")
 }
 
-// cmdAUTH answers AUTH (RFC 5034) with the PLAIN mechanism (RFC 4616).
+// cmdAUTH answers AUTH (RFC 5034): a SASL exchange with SCRAM-SHA-256,
+// SCRAM-SHA-256-PLUS (RFC 7677), PLAIN (RFC 4616) or LOGIN, with an
+// optional initial response (RFC 5034 §4). The mechanisms are in package
+// auth (Authenticator.Run), shared with IMAP; this is the POP3 framing:
+// "+ " challenges, "*" to cancel, -ERR with RFC 3206 codes.
 func (s *session) cmdAUTH(cmd command) {
 	if len(cmd.args) == 0 {
 		// Pre-RFC 5034 clients list mechanisms with a bare AUTH.
 		s.ok("")
-		if s.plaintextAllowed() {
-			s.line("PLAIN")
+		for _, m := range s.srv.Auth.Mechanisms(s.saslConn()) {
+			s.line("%s", m)
 		}
 		s.end()
 		return
@@ -106,64 +114,112 @@ func (s *session) cmdAUTH(cmd command) {
 		s.fail("syntax error")
 		return
 	}
-	if !strings.EqualFold(cmd.args[0], "PLAIN") {
-		s.fail("unsupported authentication mechanism")
+	if s.srv.Auth == nil {
+		s.fail("[SYS/TEMP] authentication unavailable")
 		return
 	}
-	if !s.plaintextAllowed() {
-		s.refusePlaintext()
-		return
-	}
-	var resp string
+	var initial *string
 	if len(cmd.args) == 2 {
-		resp = cmd.args[1]
-		if resp == "=" { // an empty initial response
-			resp = ""
-		}
-	} else {
-		// An empty server challenge: "+" SP, then the client's line.
-		s.bw.WriteString("+ \r\n")
-		if err := s.flush(); err != nil {
+		initial = &cmd.args[1]
+	}
+	res, err := s.srv.Auth.Run(s.srv.ctx, s.saslConn(), cmd.args[0], initial, saslTransport{s})
+	auditMech := res.Mech
+	if auditMech == auth.MechLogin {
+		// Not to be confused with IMAP's LOGIN command in the audit log.
+		auditMech = "SASL-LOGIN"
+	}
+	var te transportError
+	switch {
+	case err == nil:
+		s.enter(res.Name, auditMech)
+	case errors.As(err, &te):
+		if te.write {
 			s.quit, s.endCause = true, "write error"
-			return
+		} else {
+			s.readFailed(te.err)
 		}
-		line, tooLong, err := s.readLine(maxSASLLine)
-		if err != nil {
-			s.readFailed(err)
-			return
-		}
-		if tooLong {
-			s.fail("line too long")
-			return
-		}
-		resp = string(line)
-	}
-	if resp == "*" {
+	case errors.Is(err, auth.ErrUnsupportedMechanism):
+		s.fail("unsupported authentication mechanism")
+	case errors.Is(err, auth.ErrPlaintextRefused):
+		s.refusePlaintext()
+	case errors.Is(err, errSASLTooLong):
+		s.fail("line too long")
+	case errors.Is(err, auth.ErrCancelled):
 		s.fail("authentication cancelled")
-		return
-	}
-	dec, err := base64.StdEncoding.DecodeString(resp)
-	if err != nil {
+	case errors.Is(err, auth.ErrBadBase64):
 		s.fail("invalid base64 in SASL response")
-		return
-	}
-	// message = [authzid] NUL authcid NUL passwd (RFC 4616 §2)
-	parts := bytes.Split(dec, []byte{0})
-	if len(parts) != 3 || len(parts[1]) == 0 {
-		s.fail("malformed SASL PLAIN response")
-		return
-	}
-	authzid, authcid, passwd := string(parts[0]), string(parts[1]), string(parts[2])
-	if authzid != "" && !strings.EqualFold(authzid, authcid) {
-		s.log.Info("auth failed", "user", authcid, "mech", "PLAIN", "reason", "authorization identity not permitted")
-		s.auditLogin(audit.EventLoginFailed, authcid, "PLAIN", "authorization identity "+authzid+" not permitted")
+	case errors.Is(err, auth.ErrMalformed):
+		s.log.Info("auth failed", "user", res.User, "mech", res.Mech, "err", err)
+		s.fail("malformed SASL %s response", res.Mech)
+	case errors.Is(err, auth.ErrAuthzFailed):
+		s.log.Info("auth failed", "user", res.User, "mech", res.Mech, "reason", "authorization identity not permitted")
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, "authorization identity "+res.Authz+" not permitted")
 		s.fail("[AUTH] authorization identity not permitted")
-		return
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		s.log.Warn("auth failed", "user", res.User, "mech", res.Mech)
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, "invalid credentials")
+		s.fail("[AUTH] Authentication failed")
+	case errors.Is(err, auth.ErrChannelBinding):
+		s.log.Warn("auth failed: channel binding", "user", res.User, "mech", res.Mech, "err", err)
+		s.auditLogin(audit.EventLoginFailed, res.User, auditMech, err.Error())
+		s.fail("[AUTH] SCRAM channel binding failed")
+	default:
+		s.log.Error("auth backend failed", "user", res.User, "mech", res.Mech, "err", err)
+		s.fail("[SYS/TEMP] Authentication temporarily unavailable, try again later")
 	}
-	s.login(authcid, passwd, "PLAIN")
 }
 
-// login checks the credentials and opens the maildrop.
+// errSASLTooLong is a SASL response line longer than maxSASLLine.
+var errSASLTooLong = errors.New("pop3: SASL response too long")
+
+// transportError is an I/O error of saslTransport; the session ends.
+type transportError struct {
+	err   error
+	write bool
+}
+
+func (e transportError) Error() string { return e.err.Error() }
+func (e transportError) Unwrap() error { return e.err }
+
+// saslTransport carries a SASL exchange in POP3 AUTH challenges (RFC 5034
+// §4: "+" SP base64 CRLF; the client answers with a base64 line).
+type saslTransport struct{ s *session }
+
+func (t saslTransport) Challenge(data []byte) error {
+	s := t.s
+	s.bw.WriteString("+ ")
+	s.bw.WriteString(base64.StdEncoding.EncodeToString(data))
+	s.bw.WriteString("\r\n")
+	if err := s.flush(); err != nil {
+		return transportError{err: err, write: true}
+	}
+	return nil
+}
+
+func (t saslTransport) Response() (string, error) {
+	line, tooLong, err := t.s.readLine(maxSASLLine)
+	if err != nil {
+		return "", transportError{err: err}
+	}
+	if tooLong {
+		return "", errSASLTooLong
+	}
+	return string(line), nil
+}
+
+// saslConn describes this connection to package auth: whether it may carry
+// plaintext passwords, and its TLS channel bindings (tls-server-end-point
+// from Server.TLSConfig's certificate: a pop3s listener must use the same
+// configuration, as internal/server does).
+func (s *session) saslConn() auth.Conn {
+	c := auth.Conn{Remote: s.remote, PlaintextOK: s.plaintextAllowed()}
+	if tc, ok := s.conn.(*tls.Conn); ok && s.tls {
+		c.Bindings = auth.TLSChannelBindings(tc.ConnectionState(), s.srv.TLSConfig)
+	}
+	return c
+}
+
+// login checks the credentials of USER/PASS and opens the maildrop.
 func (s *session) login(user, password, mech string) {
 	if s.srv.Auth == nil {
 		s.fail("[SYS/TEMP] authentication unavailable")
@@ -182,7 +238,18 @@ func (s *session) login(user, password, mech string) {
 		s.fail("[SYS/TEMP] Authentication temporarily unavailable, try again later")
 		return
 	}
+	s.enter(name, mech)
+}
+
+// enter opens the maildrop of account name, which mech authenticated, and
+// enters the TRANSACTION state.
+func (s *session) enter(name, mech string) {
+	user := name
+	if !s.acquireAccountSlot(name) {
+		return
+	}
 	if err := s.openMaildrop(name); err != nil {
+		s.releaseAccountSlot()
 		switch {
 		case errors.Is(err, mailstore.ErrLocked):
 			s.log.Info("maildrop in use", "user", name)

@@ -2,7 +2,8 @@
 // RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL; no APOP), RFC 2449 (CAPA,
 // RESP-CODES, PIPELINING, EXPIRE NEVER, IMPLEMENTATION, [IN-USE]), RFC 2595
 // (STLS), RFC 3206 ([SYS/TEMP], [AUTH], AUTH-RESP-CODE) and RFC 5034 with
-// RFC 4616 (AUTH PLAIN).
+// SCRAM-SHA-256[-PLUS] (RFC 7677), PLAIN (RFC 4616) and LOGIN (the SASL
+// mechanisms are in package auth, shared with IMAP).
 //
 // # Why it is hand-written
 //
@@ -49,9 +50,11 @@
 //
 //   - [AUTH] (RFC 3206 §4) for every authentication failure caused by the
 //     credentials or by policy: wrong password and unknown user (one
-//     identical reply), a disallowed authorization identity, and an attempt
-//     to use a plaintext mechanism (USER/PASS, AUTH PLAIN) on a connection
-//     that is neither TLS nor from a loopback address. RFC 3206 lists "an
+//     identical reply), a disallowed authorization identity, a failed SCRAM
+//     channel binding, and an attempt to use a plaintext mechanism
+//     (USER/PASS, AUTH PLAIN, AUTH LOGIN) on a connection that is neither
+//     TLS nor from a loopback address (unless tls.require_tls_for_auth is
+//     false). RFC 3206 lists "an
 //     attempt to authenticate in violation of policy (such as from an invalid
 //     location ...)" as an [AUTH] case; [SYS/PERM] is meant for problems of
 //     the system, which a missing TLS layer is not. The client is told to

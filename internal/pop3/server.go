@@ -37,6 +37,11 @@ type Server struct {
 	// Audit records logins, RETR/TOP and the deletions of QUIT
 	// (audit.go); nil records nothing.
 	Audit audit.Recorder
+	// Limiter counts connections and logged-in sessions per account
+	// (limits.go); nil limits nothing.
+	Limiter *connserver.Limiter
+	// WriteTimeout bounds each write; 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 
 	// isLoopback decides whether a non-TLS client may log in with a
 	// plaintext mechanism; nil means netip.Addr.IsLoopback. Tests replace
@@ -72,6 +77,8 @@ func (s *Server) init() {
 			NewSession:   func(c net.Conn) connserver.Session { return newSession(s, c) },
 			OnSessionEnd: s.onSessionEnd,
 			Log:          s.log,
+			Limiter:      s.Limiter,
+			Refusal:      refusal,
 		}
 		s.ctx = s.conns.Context()
 	})

@@ -79,6 +79,8 @@ type session struct {
 	msgs    []msgEntry
 	seen    *seenMarker // \Seen marks of RETR, committed in the background
 
+	releaseSlot func() // gives back the account's session slot (Limiter)
+
 	nretr, ntop, ndele, nexpunged int
 }
 
@@ -100,12 +102,12 @@ func newSession(srv *Server, c net.Conn) *session {
 
 // connWriter writes to the session's current connection with a fresh
 // write deadline for every write, so that a client that stops reading is
-// dropped after the idle timeout while a slow but progressing transfer of
+// dropped after the write timeout while a slow but progressing transfer of
 // a large message is not.
 type connWriter struct{ s *session }
 
 func (w connWriter) Write(p []byte) (int, error) {
-	w.s.raw.SetWriteDeadline(time.Now().Add(w.s.srv.idleTimeout()))
+	w.s.raw.SetWriteDeadline(time.Now().Add(w.s.srv.writeTimeout()))
 	return w.s.conn.Write(p)
 }
 
@@ -169,6 +171,7 @@ func (s *session) Serve() {
 		if !s.quit && s.nerr >= maxErrors {
 			s.endCause = "too many errors"
 			s.quit = true
+			s.log.Warn("limit exceeded: too many errors, closing", "max", maxErrors)
 		}
 	}
 	s.flush()
@@ -197,6 +200,7 @@ func (s *session) handshake(tc *tls.Conn) bool {
 func (s *session) finish() {
 	s.seen.wait()
 	s.releaseMaildrop()
+	s.releaseAccountSlot()
 	s.conn.Close()
 	if s.endCause == "" {
 		s.endCause = "closed"

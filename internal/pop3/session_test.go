@@ -13,7 +13,7 @@ import (
 )
 
 var (
-	capsLoopback = []string{"TOP", "UIDL", "USER", "SASL PLAIN", "RESP-CODES", "AUTH-RESP-CODE",
+	capsLoopback = []string{"TOP", "UIDL", "USER", "SASL PLAIN LOGIN", "RESP-CODES", "AUTH-RESP-CODE",
 		"PIPELINING", "EXPIRE NEVER", "IMPLEMENTATION Letterbox"}
 	capsLoopbackSTLS = append(slices.Clone(capsLoopback), "STLS")
 	capsRemoteSTLS   = []string{"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE",
@@ -143,7 +143,7 @@ func TestAuthPlain(t *testing.T) {
 	// Failures, all in one session (fewer than ten errors).
 	c = e.dial()
 	c.cmdExpect("AUTH", "+OK")
-	if got := c.multi(); !slices.Equal(got, []string{"PLAIN"}) {
+	if got := c.multi(); !slices.Equal(got, []string{"PLAIN", "LOGIN"}) {
 		t.Fatalf("AUTH mechanism list = %q", got)
 	}
 	c.cmdExpect("AUTH PLAIN", "+ ")

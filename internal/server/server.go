@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/letterbox/letterbox/internal/audit"
 	"github.com/letterbox/letterbox/internal/auth"
 	"github.com/letterbox/letterbox/internal/config"
+	"github.com/letterbox/letterbox/internal/connserver"
 	"github.com/letterbox/letterbox/internal/delivery"
 	"github.com/letterbox/letterbox/internal/imap"
 	"github.com/letterbox/letterbox/internal/mailstore"
@@ -45,6 +47,9 @@ type Server struct {
 	// Audit is the audit log of security events, nil when
 	// audit.enabled is false.
 	Audit *audit.Log
+	// Limiter holds the connection and session limits of [limits],
+	// shared by every listener.
+	Limiter *connserver.Limiter
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -70,20 +75,53 @@ func OpenStore(cfg *config.Config, logger *slog.Logger) (mailstore.Store, error)
 	return sqlite.Open(cfg.DataDir, logger)
 }
 
-// NewAuthenticator returns the authenticator over store's accounts.
+// NewAuthenticator returns the authenticator over store's accounts, with
+// the default login throttle (New replaces it with NewThrottle's, which
+// applies [limits]).
+//
+// Accounts without SCRAM keys (made before SCRAM support) get them at
+// their next successful password login (auth.Authenticator.SaveSCRAM),
+// stored only if the password is unchanged meanwhile.
 func NewAuthenticator(store mailstore.Store) *auth.Authenticator {
 	return &auth.Authenticator{
 		Throttle: auth.NewThrottle(),
-		Lookup: func(ctx context.Context, user string) (string, string, error) {
+		Credentials: func(ctx context.Context, user string) (auth.Credentials, error) {
 			a, err := store.Account(ctx, user)
 			if errors.Is(err, mailstore.ErrNoSuchAccount) || errors.Is(err, mailstore.ErrInvalidName) {
-				return "", "", auth.ErrUnknownUser
+				return auth.Credentials{}, auth.ErrUnknownUser
 			}
 			if err != nil {
-				return "", "", err
+				return auth.Credentials{}, err
 			}
-			return a.Name, a.PasswordHash, nil
+			return auth.Credentials{Name: a.Name, PasswordHash: a.PasswordHash, SCRAMSHA256: a.SCRAMSHA256}, nil
 		},
+		SaveSCRAM: store.SetSCRAMIfHash,
+	}
+}
+
+// NewThrottle returns the login throttle that [limits] configures.
+func NewThrottle(l config.Limits, logger *slog.Logger) *auth.Throttle {
+	return &auth.Throttle{
+		BaseDelay:  l.LoginFailureDelay.D(),
+		MaxDelay:   l.LoginMaxDelay.D(),
+		Forget:     l.LoginForgetAfter.D(),
+		MaxEntries: l.LoginMaxTracked,
+		BlockAfter: l.LoginBlockAfter,
+		BlockFor:   l.LoginBlockDuration.D(),
+		Logger:     logger.With("component", "auth"),
+	}
+}
+
+// NewLimiter returns the connection and session limits that [limits]
+// configures, shared by every listener. Loopback addresses are exempt from
+// max_connections_per_ip: a webmail, a proxy or the local MTA connects from
+// there on behalf of many users.
+func NewLimiter(l config.Limits) *connserver.Limiter {
+	return &connserver.Limiter{
+		MaxConns:              l.MaxConnections,
+		MaxConnsPerAddr:       l.MaxConnectionsPerIP,
+		MaxSessionsPerAccount: l.MaxSessionsPerAccount,
+		ExemptAddr:            func(a netip.Addr) bool { return a.IsLoopback() },
 	}
 }
 
@@ -109,6 +147,8 @@ func NewAgent(cfg *config.Config, store mailstore.Store, logger *slog.Logger) *d
 		Domains:        cfg.Domains,
 		MaxMessageSize: cfg.MaxMessageSize,
 		Logger:         logger,
+		// quota.over_quota: "defer" answers 452 4.2.2 instead of 552 5.2.2.
+		OverQuotaTemporary: cfg.Quota.OverQuotaTemporary(),
 	}
 }
 
@@ -127,14 +167,19 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	authn := NewAuthenticator(store)
+	authn.Throttle = NewThrottle(cfg.Limits, logger)
+	authn.AllowPlaintextWithoutTLS = !cfg.TLS.AuthRequiresTLS()
+	authn.Logger = logger.With("component", "auth")
 	return &Server{
-		Config: cfg,
-		Store:  store,
-		Auth:   NewAuthenticator(store),
-		Agent:  NewAgent(cfg, store, logger),
-		TLS:    tlsConfig,
-		Logger: logger,
-		Audit:  auditLog,
+		Config:  cfg,
+		Store:   store,
+		Auth:    authn,
+		Limiter: NewLimiter(cfg.Limits),
+		Agent:   NewAgent(cfg, store, logger),
+		TLS:     tlsConfig,
+		Logger:  logger,
+		Audit:   auditLog,
 	}, nil
 }
 
@@ -162,6 +207,7 @@ func (s *Server) Close() error {
 // the "listening" log lines name the bound addresses).
 func (s *Server) Start() error {
 	cfg := s.Config
+	lim := cfg.Limits
 	type spec struct {
 		name, addr  string
 		implicitTLS bool
@@ -170,19 +216,33 @@ func (s *Server) Start() error {
 	smtpServer := func(lmtp bool) func() protocolServer {
 		return func() protocolServer {
 			return &smtp.Server{Agent: s.Agent, TLSConfig: s.TLS, Hostname: cfg.Hostname, LMTP: lmtp,
-				Logger: s.Logger.With("listener", map[bool]string{false: "smtp", true: "lmtp"}[lmtp])}
+				Logger:        s.Logger.With("listener", map[bool]string{false: "smtp", true: "lmtp"}[lmtp]),
+				Limiter:       s.Limiter,
+				MaxRecipients: lim.MaxRecipients,
+				ReadTimeout:   lim.SMTPCommandTimeout.D(),
+				WriteTimeout:  lim.WriteTimeout.D()}
 		}
 	}
 	pop3Server := func(name string) func() protocolServer {
 		return func() protocolServer {
 			return &pop3.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
-				Logger: s.Logger.With("listener", name), Audit: s.recorder()}
+				Logger: s.Logger.With("listener", name), Audit: s.recorder(),
+				Limiter:      s.Limiter,
+				IdleTimeout:  lim.POP3IdleTimeout.D(),
+				WriteTimeout: lim.WriteTimeout.D()}
 		}
 	}
 	imapServer := func(name string) func() protocolServer {
 		return func() protocolServer {
 			return &imap.Server{Store: s.Store, Auth: s.Auth, TLSConfig: s.TLS, Hostname: cfg.Hostname,
-				Logger: s.Logger.With("listener", name), Audit: s.recorder()}
+				Logger: s.Logger.With("listener", name), Audit: s.recorder(),
+				Limiter:        s.Limiter,
+				IdleTimeout:    lim.IMAPIdleTimeout.D(),
+				WriteTimeout:   lim.WriteTimeout.D(),
+				MaxLineLength:  lim.IMAPMaxLineLength,
+				MaxMessageSize: cfg.MaxMessageSize,
+				MaxMailboxes:   lim.MaxMailboxesPerAccount,
+				MaxSearchText:  lim.IMAPMaxSearchText}
 		}
 	}
 	specs := []spec{
@@ -199,6 +259,10 @@ func (s *Server) Start() error {
 		if sp.addr != "" {
 			s.Logger.Info("listener not available in this version, skipped", "listener", sp.name, "addr", sp.addr)
 		}
+	}
+	if s.Auth.AllowPlaintextWithoutTLS {
+		s.Logger.Warn("tls.require_tls_for_auth is false: plaintext passwords (IMAP LOGIN, AUTHENTICATE PLAIN/LOGIN, " +
+			"POP3 USER/PASS, AUTH PLAIN/LOGIN) are accepted on unencrypted connections from any address")
 	}
 	for _, sp := range specs {
 		if sp.addr == "" {
@@ -306,6 +370,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stopGC()
 	}
 	s.wg.Wait()
+	// SCRAM keys being saved after a password login go in before the
+	// store closes.
+	errs = append(errs, s.Auth.Wait(ctx))
 	if s.Audit != nil {
 		errs = append(errs, s.Audit.Close())
 	}

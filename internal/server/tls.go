@@ -37,7 +37,7 @@ func loadTLS(cfg *config.Config) (*tls.Config, error) {
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		MinVersion:   cfg.TLS.MinTLSVersion(), // tls.min_version, default 1.2
 	}, nil
 }
 

@@ -3,11 +3,16 @@ package smtp
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"github.com/letterbox/letterbox/internal/connserver"
 )
 
 // listener wraps the listener given to Serve so that every connection is a
@@ -18,11 +23,27 @@ type listener struct {
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		release, err := l.srv.Limiter.AcquireConn(c.RemoteAddr(), l.srv.logger())
+		if err != nil {
+			// RFC 5321 §3.1: a server may refuse a connection with 421
+			// instead of the greeting; X.7.0 as Postfix does for its
+			// connection limits.
+			msg := "Too many connections, try again later"
+			if err == connserver.ErrTooManyConnsFromAddr {
+				msg = "Too many connections from your address, try again later"
+			}
+			l.srv.Limiter.Reject(c, fmt.Sprintf("421 4.7.0 %s %s\r\n", l.srv.hostname(), msg))
+			continue
+		}
+		tc := l.srv.track(c)
+		tc.release = release
+		return tc, nil
 	}
-	return l.srv.track(c), nil
 }
 
 // trackedConn is the raw connection under go-smtp (and under TLS after
@@ -34,9 +55,12 @@ func (l *listener) Accept() (net.Conn, error) {
 //     answers idle connections 421 4.3.2 at once and the others as soon as
 //     they become idle, after the reply to their DATA;
 //   - timeouts: a command must arrive within ReadTimeout of our last reply,
-//     and during a DATA transfer every read gets ReadTimeout afresh (go-smtp
-//     would set one deadline for the whole DATA phase); every write gets
-//     WriteTimeout;
+//     and during a DATA transfer every line must (go-smtp would set one
+//     deadline for the whole DATA phase; a deadline per read would let a
+//     client that sends one octet at a time hold the connection forever;
+//     after STARTTLS the line ends are looked for in the encrypted stream,
+//     which makes this approximate there);
+//     every write gets WriteTimeout;
 //   - closing the connection right after a reply (after a too-long line in
 //     DATA the byte stream cannot be trusted any more);
 //   - connect/disconnect logging.
@@ -51,6 +75,8 @@ type trackedConn struct {
 	reading    bool     // blocked in Conn.Read
 	dataDepth  int      // DATA/BDAT bodies being received (Session.Data running)
 	armed      bool     // command read deadline set since our last write
+	lineArmed  bool     // DATA/BDAT: read deadline set since the last line end
+	midLine    bool     // the last octet read was not a line end
 	shutdown   bool     // the server is shutting down
 	closing    bool     // we decided to close; go-smtp sees net.ErrClosed
 	greeted    bool     // the 220 greeting was written
@@ -62,6 +88,7 @@ type trackedConn struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
+	release   func()        // gives back the Limiter's count; nil without one
 }
 
 func (s *Server) track(c net.Conn) *trackedConn {
@@ -112,7 +139,10 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	if rt := c.srv.readTimeout(); c.dataDepth > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(rt))
+		if !c.lineArmed {
+			c.lineArmed = true
+			c.Conn.SetReadDeadline(time.Now().Add(rt))
+		}
 	} else if !c.armed {
 		c.armed = true
 		c.Conn.SetReadDeadline(time.Now().Add(rt))
@@ -125,6 +155,32 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.reading = false
 	closing := c.closing
+	if bytes.IndexByte(p[:n], '\n') >= 0 {
+		c.lineArmed = false // a line arrived: the next gets ReadTimeout afresh
+	}
+	if n > 0 {
+		c.midLine = p[n-1] != '\n'
+	}
+	if !closing && err == io.EOF && c.midLine {
+		// The client left in the middle of a line: go-smtp would run the
+		// half command it has (see below); there is no one to answer.
+		c.closing = true
+		c.mu.Unlock()
+		c.log.Info("client closed the connection in the middle of a line")
+		c.Close()
+		return 0, net.ErrClosed
+	}
+	if !closing && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The timeout is answered here: go-smtp's line reader would hand
+		// it a partial line as a command (bufio.Reader.ReadLine drops the
+		// error when it has data), and during DATA the transfer would end
+		// with a misleading reply.
+		reply, pending := c.closingLocked()
+		c.mu.Unlock()
+		c.sayGoodbye(reply, pending, fmt.Sprintf("421 4.4.2 %s Timeout, closing connection", c.srv.hostname()),
+			"timeout: no complete command or DATA line within smtp_command_timeout")
+		return 0, net.ErrClosed
+	}
 	c.mu.Unlock()
 	if closing {
 		return 0, net.ErrClosed
@@ -185,6 +241,7 @@ func (c *trackedConn) setReply(conn net.Conn) {
 func (c *trackedConn) dataBegin() {
 	c.mu.Lock()
 	c.dataDepth++
+	c.lineArmed = false
 	c.mu.Unlock()
 }
 
@@ -211,7 +268,7 @@ func (c *trackedConn) beginShutdown() {
 		c.mu.Unlock()
 		// Concurrently: a client that does not read must not hold up
 		// the others.
-		go c.sayGoodbye(reply, pending)
+		go c.sayGoodbye(reply, pending, c.shutdownGoodbye(), "closing idle connection for shutdown")
 		return
 	}
 	c.mu.Unlock()
@@ -222,7 +279,7 @@ func (c *trackedConn) beginShutdown() {
 func (c *trackedConn) closeIdleLocked() {
 	reply, pending := c.closingLocked()
 	c.mu.Unlock()
-	c.sayGoodbye(reply, pending)
+	c.sayGoodbye(reply, pending, c.shutdownGoodbye(), "closing idle connection for shutdown")
 }
 
 // closingLocked marks the connection as closing: from now on Read returns
@@ -235,16 +292,21 @@ func (c *trackedConn) closingLocked() (reply net.Conn, tlsPending bool) {
 	return c.reply, c.tlsPending
 }
 
-// sayGoodbye sends 421 4.3.2 through the connection go-smtp talks through
-// (TLS after STARTTLS) — unless a TLS handshake is under way, when no reply
-// can be framed — and closes.
-func (c *trackedConn) sayGoodbye(reply net.Conn, tlsPending bool) {
+// sayGoodbye sends line (a 421) through the connection go-smtp talks
+// through (TLS after STARTTLS) — unless a TLS handshake is under way, when
+// no reply can be framed — logs why, and closes.
+func (c *trackedConn) sayGoodbye(reply net.Conn, tlsPending bool, line, why string) {
 	if !tlsPending {
 		c.Conn.SetWriteDeadline(c.writeDeadlineNow())
-		fmt.Fprintf(reply, "421 4.3.2 %s Service shutting down, closing transmission channel\r\n", c.srv.hostname())
+		io.WriteString(reply, line+"\r\n")
 	}
-	c.log.Info("closing idle connection for shutdown")
+	c.log.Info(why)
 	c.Close()
+}
+
+// shutdownGoodbye is the reply of Shutdown to an idle connection.
+func (c *trackedConn) shutdownGoodbye() string {
+	return fmt.Sprintf("421 4.3.2 %s Service shutting down, closing transmission channel", c.srv.hostname())
 }
 
 func (c *trackedConn) writeDeadlineNow() time.Time {
@@ -256,6 +318,9 @@ func (c *trackedConn) writeDeadlineNow() time.Time {
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()

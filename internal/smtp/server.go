@@ -28,6 +28,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/letterbox/letterbox/internal/connserver"
 	"github.com/letterbox/letterbox/internal/delivery"
 )
 
@@ -36,7 +37,8 @@ const (
 	DefaultMaxRecipients = 100
 	// DefaultReadTimeout bounds the wait for a command (RFC 5321
 	// §4.5.3.2.7: a server SHOULD wait at least 5 minutes) and for each
-	// read of a DATA/BDAT transfer.
+	// line of a DATA/BDAT transfer (conn.go; over STARTTLS the line ends
+	// are seen in the encrypted stream, so there it is approximate).
 	DefaultReadTimeout = 5 * time.Minute
 	// DefaultWriteTimeout bounds each write (RFC 5321 §4.5.3.2.6 allows
 	// the client 10 minutes for the final reply; we give writes as long).
@@ -64,6 +66,9 @@ type Server struct {
 	MaxRecipients int // default DefaultMaxRecipients
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
+	// Limiter counts connections (shared with the other listeners); one
+	// over its limits gets "421 4.7.0" and is closed. nil limits nothing.
+	Limiter *connserver.Limiter
 
 	initOnce sync.Once
 	gs       *gosmtp.Server

@@ -36,6 +36,7 @@ type session struct {
 type transaction struct {
 	from  string // RFC 5321 form, "" for the null sender
 	utf8  bool   // MAIL ... SMTPUTF8
+	size  int64  // MAIL ... SIZE= (RFC 1870), 0 when not declared
 	helo  string
 	tls   *tls.ConnectionState
 	rcpts []delivery.Recipient
@@ -85,7 +86,7 @@ func replyFor(err error) *gosmtp.SMTPError {
 }
 
 func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
-	tx := &transaction{utf8: opts.UTF8, helo: s.conn.Hostname()}
+	tx := &transaction{utf8: opts.UTF8, helo: s.conn.Hostname(), size: opts.Size}
 	if st, ok := s.conn.TLSConnectionState(); ok {
 		tx.tls = &st
 	}
@@ -127,6 +128,7 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return e
 	}
 	if n >= s.srv.maxRecipients() {
+		s.log.Warn("limit exceeded: too many recipients", "limit", "max_recipients", "max", s.srv.maxRecipients())
 		return rejected(errTooManyRcpts, "too many recipients")
 	}
 	if !tx.utf8 && !isASCII(to) {
@@ -138,6 +140,11 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	r, err := s.srv.Agent.ResolveAddress(s.srv.ctx, addr)
 	if err != nil {
+		return rejected(replyFor(err), err.Error())
+	}
+	// An account already too full for this message is refused now
+	// (552 5.2.2 or 452 4.2.2); the store checks again at delivery.
+	if err := s.srv.Agent.CheckQuota(s.srv.ctx, r, tx.size); err != nil {
 		return rejected(replyFor(err), err.Error())
 	}
 	s.mu.Lock()

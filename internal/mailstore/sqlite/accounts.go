@@ -9,12 +9,12 @@ import (
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
-const accountCols = `id, name, password_hash, created`
+const accountCols = `id, name, password_hash, created, quota_bytes, quota_messages, scram_sha256`
 
 func scanAccount(sc scanner) (mailstore.Account, error) {
 	var a mailstore.Account
 	var created int64
-	if err := sc.Scan(&a.ID, &a.Name, &a.PasswordHash, &created); err != nil {
+	if err := sc.Scan(&a.ID, &a.Name, &a.PasswordHash, &created, &a.QuotaBytes, &a.QuotaMessages, &a.SCRAMSHA256); err != nil {
 		return a, err
 	}
 	a.Created = fromNanos(created)
@@ -80,8 +80,15 @@ func (s *Store) Account(ctx context.Context, name string) (mailstore.Account, er
 	return a, nil
 }
 
-// SetPasswordHash replaces the account's password hash.
+// SetPasswordHash replaces the account's password hash and removes its
+// SCRAM secret (it derives from the old password).
 func (s *Store) SetPasswordHash(ctx context.Context, name, passwordHash string) error {
+	return s.SetCredentials(ctx, name, passwordHash, "")
+}
+
+// SetCredentials replaces the account's password hash and SCRAM secret in
+// one transaction.
+func (s *Store) SetCredentials(ctx context.Context, name, passwordHash, scramSHA256 string) error {
 	name, err := mailstore.CanonicalAccountName(name)
 	if err != nil {
 		return mailstore.ErrNoSuchAccount
@@ -91,7 +98,8 @@ func (s *Store) SetPasswordHash(ctx context.Context, name, passwordHash string) 
 	}
 	defer s.leave()
 	return s.submit(ctx, &op{run: func(w *writer) error {
-		res, err := w.exec(`UPDATE accounts SET password_hash = ? WHERE name = ?`, passwordHash, name)
+		res, err := w.exec(`UPDATE accounts SET password_hash = ?, scram_sha256 = ? WHERE name = ?`,
+			passwordHash, scramSHA256, name)
 		if err != nil {
 			return err
 		}
@@ -100,6 +108,42 @@ func (s *Store) SetPasswordHash(ctx context.Context, name, passwordHash string) 
 		}
 		return nil
 	}})
+}
+
+// SetSCRAMIfHash sets the account's SCRAM secret if its password hash is
+// still passwordHash. The comparison and the update are one UPDATE in one
+// write transaction, so a password change committed by any process
+// before it makes it a no-op, and one committed after it replaces both.
+func (s *Store) SetSCRAMIfHash(ctx context.Context, name, passwordHash, scramSHA256 string) (bool, error) {
+	name, err := mailstore.CanonicalAccountName(name)
+	if err != nil {
+		return false, mailstore.ErrNoSuchAccount
+	}
+	if err := s.enter(); err != nil {
+		return false, err
+	}
+	defer s.leave()
+	set := false
+	err = s.submit(ctx, &op{run: func(w *writer) error {
+		set = false
+		res, err := w.exec(`UPDATE accounts SET scram_sha256 = ? WHERE name = ? AND password_hash = ?`,
+			scramSHA256, name, passwordHash)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			set = true
+			return nil
+		}
+		var id int64
+		if err := w.row(`SELECT id FROM accounts WHERE name = ?`, name).Scan(&id); errors.Is(err, sql.ErrNoRows) {
+			return mailstore.ErrNoSuchAccount
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}})
+	return set && err == nil, err
 }
 
 // DeleteAccount removes the account with its mailboxes and messages (their

@@ -5,7 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
+
+	sqlitedrv "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
 	"github.com/letterbox/letterbox/internal/mailstore/blobfs"
@@ -118,6 +124,7 @@ func (w *writer) runBatch(batch []*op) {
 		}
 	}()
 	failAll := func(err error) {
+		err = w.storageError(err)
 		w.s.log.Error("mailstore: write batch failed, rolled back", "ops", len(live), "err", err)
 		w.rollback()
 		for _, o := range live {
@@ -199,7 +206,7 @@ func (w *writer) savepoint(name string, fn func() error) error {
 		return &errBatch{fmt.Errorf("sqlite: savepoint: %w", err)}
 	}
 	mark := len(w.cur.changes)
-	err := fn()
+	err := w.storageError(fn())
 	var be *errBatch
 	if errors.As(err, &be) {
 		return err
@@ -214,6 +221,58 @@ func (w *writer) savepoint(name string, fn func() error) error {
 		return &errBatch{fmt.Errorf("sqlite: release savepoint: %w", rerr)}
 	}
 	return err
+}
+
+// storageError marks the error of a write as
+// mailstore.ErrInsufficientStorage when what failed is the disk's room:
+//
+//   - SQLITE_FULL ("database or disk is full") is SQLite's report of ENOSPC
+//     while writing the WAL or the database file.
+//   - Any other failed write(2), EDQUOT and EFBIG (RLIMIT_FSIZE) included,
+//     SQLite reports as an SQLITE_IOERR without the errno. For those the
+//     store asks the file system itself (probeSpace).
+func (w *writer) storageError(err error) error {
+	var se *sqlitedrv.Error
+	if err == nil || errors.Is(err, mailstore.ErrInsufficientStorage) || !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL:
+	case sqlite3.SQLITE_IOERR:
+		perr := w.s.probeSpace()
+		if !mailstore.InsufficientStorage(perr) {
+			return err
+		}
+		err = fmt.Errorf("%w; %w", err, perr)
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", mailstore.ErrInsufficientStorage, err)
+}
+
+// probeSpace tells whether a failed write of the database files was for
+// lack of room. It returns an error wrapping EFBIG when the database or
+// its WAL has reached the process's file size limit (a write cut short by
+// RLIMIT_FSIZE leaves the file exactly at the limit), else the error of
+// writing one page to a scratch file next to them (removed at once): nil
+// when the disk has room, ENOSPC or EDQUOT when it has not.
+func (s *Store) probeSpace() error {
+	limit := fileSizeLimit()
+	for _, name := range []string{DBName + "-wal", DBName} {
+		if fi, err := os.Stat(filepath.Join(s.dir, name)); err == nil && uint64(fi.Size()) >= limit {
+			return fmt.Errorf("%s has reached the file size limit (RLIMIT_FSIZE %d octets): %w", name, limit, syscall.EFBIG)
+		}
+	}
+	f, err := os.CreateTemp(s.dir, ".space-probe-*")
+	if err != nil {
+		return fmt.Errorf("a file next to the database cannot be created either: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 4096)); err != nil {
+		return fmt.Errorf("a write next to the database fails too: %w", err)
+	}
+	return nil
 }
 
 // publishLater records a change of the current operation, published after

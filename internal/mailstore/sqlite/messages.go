@@ -121,6 +121,9 @@ func (s *Store) Deliver(ctx context.Context, sp mailstore.Spool, date time.Time,
 				if err != nil {
 					return err
 				}
+				if err := w.checkQuota(mb.AccountID, sd.size, 1); err != nil {
+					return err
+				}
 				if _, err := w.appendRow(&mb, nil, date, blobRow, sd.id, sd.size); err != nil {
 					return err
 				}
@@ -181,9 +184,17 @@ func (s *Store) Append(ctx context.Context, mailboxID int64, sp mailstore.Spool,
 		date = time.Now()
 	}
 	var msg mailstore.Message
-	err = s.submit(ctx, &op{spool: sd.sp, run: func(w *writer) error {
+	err = s.submit(ctx, &op{run: func(w *writer) error {
+		// As in AppendMany, the checks come before the spool moves into
+		// the blob tree: a refused append leaves no orphan file.
 		mb, err := w.mailboxByID(mailboxID)
 		if err != nil {
+			return err
+		}
+		if err := w.checkQuota(mb.AccountID, sd.size, 1); err != nil {
+			return err
+		}
+		if _, err := w.s.blobs.Commit(sd.sp, &w.dirs); err != nil {
 			return err
 		}
 		blobRow, err := w.upsertBlob(sd)
@@ -245,11 +256,18 @@ func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstor
 	now := time.Now()
 	out := make([]mailstore.Message, len(msgs))
 	err := s.submit(ctx, &op{run: func(w *writer) error {
-		// The mailbox is checked before any spool is moved into the
-		// blob tree, so that appending to a deleted mailbox leaves no
-		// orphan files.
+		// The mailbox and the quota are checked before any spool is
+		// moved into the blob tree, so that appending to a deleted
+		// mailbox, or over quota, leaves no orphan files.
 		mb, err := w.mailboxByID(mailboxID)
 		if err != nil {
+			return err
+		}
+		var total int64
+		for _, sd := range sds {
+			total += sd.size
+		}
+		if err := w.checkQuota(mb.AccountID, total, int64(len(sds))); err != nil {
 			return err
 		}
 		for i, sd := range sds {

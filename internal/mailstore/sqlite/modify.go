@@ -171,6 +171,17 @@ func (s *Store) copyOrMove(ctx context.Context, srcID int64, uids []mailstore.UI
 		if len(msgs) == 0 {
 			return nil
 		}
+		if !move {
+			// A move leaves the account's usage unchanged: only a
+			// copy is checked against the quota.
+			var total int64
+			for _, m := range msgs {
+				total += m.Size
+			}
+			if err := w.checkQuota(src.AccountID, total, int64(len(msgs))); err != nil {
+				return err
+			}
+		}
 		dstUIDs, err = w.copyMessages(msgs, dst)
 		if err != nil {
 			return err

@@ -146,15 +146,19 @@ func cmpMsg(a, b mailstore.Message) int {
 // do otherwise; an ORDER BY inside group_concat costs a sort). Keywords are
 // atoms, which cannot contain a backslash, so instr finds exactly the
 // \Deleted system flag (stored canonically spelled). The distinct flag
-// combinations are few; View picks the keywords out of them.
+// combinations are few; View picks the keywords out of them. The sizes
+// live in blobs: the subquery runs only for the rows that pass the
+// \Deleted filter, so the common view (few deleted messages) stays one
+// scan of the mailbox's message rows.
 const qView = `SELECT coalesce(group_concat(uid, ','), ''),
 	coalesce(min(uid) FILTER (WHERE seen = 0), 0),
 	count(*) FILTER (WHERE instr(flags, '\Deleted') > 0),
-	json_group_array(DISTINCT flags) FILTER (WHERE flags <> '')
+	json_group_array(DISTINCT flags) FILTER (WHERE flags <> ''),
+	coalesce(sum((SELECT b.size FROM blobs b WHERE b.id = blob_id)) FILTER (WHERE instr(flags, '\Deleted') > 0), 0)
 	FROM messages WHERE mailbox_id = ?`
 
-// View returns the UIDs, first unseen UID, keywords and \Deleted count of
-// a mailbox.
+// View returns the UIDs, first unseen UID, keywords and \Deleted count and
+// size of a mailbox.
 func (s *Store) View(ctx context.Context, mailboxID int64) (mailstore.MailboxView, error) {
 	var v mailstore.MailboxView
 	if err := s.enter(); err != nil {
@@ -163,7 +167,7 @@ func (s *Store) View(ctx context.Context, mailboxID int64) (mailstore.MailboxVie
 	defer s.leave()
 	var list, kwJSON []byte
 	var first int64
-	if err := s.queryRow(ctx, qView, mailboxID).Scan(&list, &first, &v.Deleted, &kwJSON); err != nil {
+	if err := s.queryRow(ctx, qView, mailboxID).Scan(&list, &first, &v.Deleted, &kwJSON, &v.DeletedSize); err != nil {
 		return v, fmt.Errorf("sqlite: %w", err)
 	}
 	v.FirstUnseen = mailstore.UID(first)

@@ -80,6 +80,15 @@ CREATE TABLE expunged (
 ) WITHOUT ROWID;
 CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
 `,
+	// 2: SASL SCRAM secrets and quotas per account.
+	// scram_sha256 holds the salted SCRAM-SHA-256 keys (RFC 5802 §3:
+	// iteration count, salt, StoredKey, ServerKey), never the password; ''
+	// when not set. quota_bytes / quota_messages: 0 means no limit.
+	`
+ALTER TABLE accounts ADD COLUMN scram_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE accounts ADD COLUMN quota_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN quota_messages INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // migrate brings the database schema up to date. It runs in one IMMEDIATE

@@ -7,7 +7,8 @@
 // naming rules, UIDVALIDITY/UID/MODSEQ rules, exact counters, flag
 // semantics, the expunge log, UIDPLUS results, body fidelity, one blob per
 // delivery, notifications exactly once and only after commit, blob garbage
-// collection safety, and the POP3 lock. Durability across a crash or a
+// collection safety, the POP3 lock, and quotas (exact usage, enforcement
+// in the committing transaction). Durability across a crash or a
 // reopen cannot be tested without knowing the backend; backends add such
 // tests next to their call of Run.
 //
@@ -62,6 +63,8 @@ func Run(t *testing.T, open func(t *testing.T) mailstore.Store) {
 		{"Notifications", testNotifications},
 		{"GC", testGC},
 		{"Lock", testLock},
+		{"Quota", testQuota},
+		{"Credentials", testCredentials},
 		{"Close", testClose},
 	}
 	for _, g := range groups {
