@@ -198,12 +198,38 @@ func (p *parser) searchKey(depth int) (*searchKey, error) {
 // body are loaded only when a key needs them.
 type searchMsg struct {
 	s     *session
+	batch *searchBatch
 	seq   uint32
 	m     *mailstore.Message
 	root  *message.Part
 	blob  mailstore.Blob
+	hdr   []byte // the top-level header, read once for header keys
 	err   error
 	texts map[bool]string // decoded header (false) and body text (true)
+}
+
+// searchBatch loads the structures of one batch of messages with one
+// store read, the first time a key of any of them needs one.
+type searchBatch struct {
+	s       *session
+	uids    []mailstore.UID // ascending
+	structs map[mailstore.UID]*message.Part
+	err     error
+	loaded  bool
+}
+
+func (b *searchBatch) structure(uid mailstore.UID) (*message.Part, error) {
+	if !b.loaded {
+		b.loaded = true
+		b.structs, b.err = b.s.srv.Store.Structures(b.s.srv.ctx, b.s.sel.mb.ID, b.uids)
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	if p := b.structs[uid]; p != nil {
+		return p, nil
+	}
+	return nil, mailstore.ErrNoSuchMessage
 }
 
 func (sm *searchMsg) load() bool {
@@ -211,7 +237,12 @@ func (sm *searchMsg) load() bool {
 		return false
 	}
 	if sm.root == nil {
-		if sm.root, sm.err = sm.s.srv.Store.Structure(sm.s.srv.ctx, sm.s.sel.mb.ID, sm.m.UID); sm.err != nil {
+		if sm.batch != nil {
+			sm.root, sm.err = sm.batch.structure(sm.m.UID)
+		} else {
+			sm.root, sm.err = sm.s.srv.Store.Structure(sm.s.srv.ctx, sm.s.sel.mb.ID, sm.m.UID)
+		}
+		if sm.err != nil {
 			return false
 		}
 		if sm.blob, sm.err = sm.s.srv.Store.OpenBlob(sm.s.srv.ctx, sm.m.BlobID); sm.err != nil {
@@ -219,6 +250,30 @@ func (sm *searchMsg) load() bool {
 		}
 	}
 	return true
+}
+
+// maxSearchHeader bounds the top-level header read at once for header
+// keys; fields beyond it are read one by one.
+const maxSearchHeader = 256 << 10
+
+// field returns the raw bytes of header field h (at most maxLine).
+func (sm *searchMsg) field(h message.HeaderField) []byte {
+	if sm.hdr == nil {
+		n := min(sm.root.Offset+sm.root.HeaderSize, maxSearchHeader)
+		sm.hdr = make([]byte, n)
+		if k, err := sm.blob.ReadAt(sm.hdr, 0); err != nil && !errors.Is(err, io.EOF) {
+			sm.hdr = sm.hdr[:0]
+		} else {
+			sm.hdr = sm.hdr[:k]
+		}
+	}
+	size := min(h.Size, maxLine)
+	if h.Offset >= 0 && h.Offset+size <= int64(len(sm.hdr)) {
+		return sm.hdr[h.Offset : h.Offset+size]
+	}
+	b := make([]byte, size)
+	k, _ := sm.blob.ReadAt(b, h.Offset)
+	return b[:k]
 }
 
 func (sm *searchMsg) close() {
@@ -238,11 +293,7 @@ func (sm *searchMsg) headerValues(name string) []string {
 		if name != "" && !strings.EqualFold(h.Name, name) {
 			continue
 		}
-		b := make([]byte, min(h.Size, maxLine))
-		if _, err := sm.blob.ReadAt(b, h.Offset); err != nil && !errors.Is(err, io.EOF) {
-			continue
-		}
-		v := string(b)
+		v := string(sm.field(h))
 		if i := strings.IndexByte(v, ':'); i >= 0 {
 			if name != "" {
 				v = v[i+1:]
@@ -550,12 +601,20 @@ func (s *session) cmdSearch(c command) error {
 		if err != nil {
 			return s.storeFailed(c.tag, err)
 		}
+		batch := &searchBatch{s: s}
+		for _, m := range msgs {
+			if m != nil {
+				batch.uids = append(batch.uids, m.UID)
+			}
+		}
+		slices.Sort(batch.uids)
+		batch.uids = slices.Compact(batch.uids)
 		for i, m := range msgs {
 			if m == nil {
 				continue
 			}
 			seq := chunk[i]
-			sm := &searchMsg{s: s, seq: seq, m: m}
+			sm := &searchMsg{s: s, batch: batch, seq: seq, m: m}
 			ok := s.match(prog, sm, c.uid)
 			sm.close()
 			if !ok {

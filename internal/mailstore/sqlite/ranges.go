@@ -5,9 +5,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
@@ -155,21 +157,94 @@ const qView = `SELECT coalesce(group_concat(uid, ','), ''),
 	count(*) FILTER (WHERE instr(flags, '\Deleted') > 0),
 	json_group_array(DISTINCT flags) FILTER (WHERE flags <> ''),
 	coalesce(sum((SELECT b.size FROM blobs b WHERE b.id = blob_id)) FILTER (WHERE instr(flags, '\Deleted') > 0), 0)
-	FROM messages WHERE mailbox_id = ?`
+	FROM messages WHERE mailbox_id = ?1`
+
+// qViewModSeq is the mailbox's HIGHESTMODSEQ, read alone to validate a
+// cached view, and with the view (same statement, one snapshot) to tag it.
+const qViewModSeq = `SELECT highest_modseq FROM mailboxes WHERE id = ?1`
+
+// viewCache keeps the last computed view of recently selected mailboxes,
+// tagged with the mailbox's HIGHESTMODSEQ at that moment. Every change to
+// a mailbox's messages (append, flag change, expunge) raises
+// HIGHESTMODSEQ in the same transaction, also when it comes from another
+// process, so a cached view whose tag equals the current HIGHESTMODSEQ is
+// exactly what qView would compute: a SELECT of an unchanged mailbox costs
+// one primary-key lookup and a copy of the UID list instead of a scan of
+// every message row.
+type viewCache struct {
+	mu sync.Mutex
+	m  map[int64]cachedView
+}
+
+type cachedView struct {
+	modseq uint64
+	v      mailstore.MailboxView
+}
+
+// viewCacheSize bounds the cache: at 100,000 messages a view is ~400 KB.
+const viewCacheSize = 64
+
+func (c *viewCache) get(mailboxID int64, modseq uint64) (mailstore.MailboxView, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[mailboxID]
+	if !ok || e.modseq != modseq {
+		return mailstore.MailboxView{}, false
+	}
+	v := e.v
+	v.UIDs = slices.Clone(v.UIDs)
+	v.Keywords = slices.Clone(v.Keywords)
+	return v, true
+}
+
+func (c *viewCache) put(mailboxID int64, modseq uint64, v mailstore.MailboxView) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[int64]cachedView)
+	}
+	if _, ok := c.m[mailboxID]; !ok && len(c.m) >= viewCacheSize {
+		for id := range c.m { // evict an arbitrary entry
+			delete(c.m, id)
+			break
+		}
+	}
+	v.UIDs = slices.Clone(v.UIDs)
+	v.Keywords = slices.Clone(v.Keywords)
+	c.m[mailboxID] = cachedView{modseq, v}
+}
 
 // View returns the UIDs, first unseen UID, keywords and \Deleted count and
 // size of a mailbox.
-func (s *Store) View(ctx context.Context, mailboxID int64) (mailstore.MailboxView, error) {
-	var v mailstore.MailboxView
+func (s *Store) View(ctx context.Context, mailboxID int64) (v mailstore.MailboxView, err error) {
 	if err := s.enter(); err != nil {
 		return v, err
 	}
 	defer s.leave()
-	var list, kwJSON []byte
-	var first int64
-	if err := s.queryRow(ctx, qView, mailboxID).Scan(&list, &first, &v.Deleted, &kwJSON, &v.DeletedSize); err != nil {
+	var modseq uint64
+	switch err := s.queryRow(ctx, qViewModSeq, mailboxID).Scan(&modseq); {
+	case errors.Is(err, sql.ErrNoRows):
+		_, err := s.mailboxByID(ctx, mailboxID)
+		if err == nil {
+			err = mailstore.ErrNoSuchMailbox
+		}
+		return v, err
+	case err != nil:
 		return v, fmt.Errorf("sqlite: %w", err)
 	}
+	if cached, ok := s.views.get(mailboxID, modseq); ok {
+		return cached, nil
+	}
+	var list, kwJSON []byte
+	var first int64
+	if err := s.queryRow(ctx, `SELECT (`+qViewModSeq+`), v.* FROM (`+qView+`) v`, mailboxID).Scan(&modseq, &list, &first, &v.Deleted, &kwJSON, &v.DeletedSize); err != nil {
+		return v, fmt.Errorf("sqlite: %w", err)
+	}
+	defer func() {
+		if err == nil {
+			s.views.put(mailboxID, modseq, v)
+		}
+	}()
 	v.FirstUnseen = mailstore.UID(first)
 	if len(list) > 0 {
 		v.UIDs = make([]mailstore.UID, 0, bytes.Count(list, []byte{','})+1)

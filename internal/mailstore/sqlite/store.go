@@ -86,6 +86,7 @@ type Store struct {
 	log   *slog.Logger
 	blobs *blobfs.FS
 	hub   *mailstore.Hub
+	views viewCache // recently computed mailbox views (View)
 
 	wdb *sql.DB // exactly one connection, owned by the committer
 	rdb *sql.DB // read-only pool
