@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,5 +315,280 @@ func TestPercentilesAndReport(t *testing.T) {
 	printTable(&b, rows, "dovecot", "letterbox")
 	if !strings.Contains(b.String(), "POP3  4 session MiB/s") {
 		t.Fatalf("table:\n%s", b.String())
+	}
+}
+
+// scriptedIMAP runs fn as the server side of a pipe and returns a client.
+func scriptedIMAP(t *testing.T, fn func(br *bufio.Reader, w net.Conn)) *imapClient {
+	t.Helper()
+	cl, sv := net.Pipe()
+	t.Cleanup(func() { cl.Close(); sv.Close() })
+	go func() {
+		defer sv.Close()
+		fn(bufio.NewReader(sv), sv)
+	}()
+	return newIMAPClient(cl, 5*time.Second)
+}
+
+func TestIMAPReadRespLiterals(t *testing.T) {
+	body := "hello\r\n{3}\r\n)\r\n* 9 EXISTS\r\n" // a literal that looks like protocol
+	ic := scriptedIMAP(t, func(_ *bufio.Reader, w net.Conn) {
+		fmt.Fprintf(w, "* 1 FETCH (UID 5 BODY[] {%d}\r\n%s FLAGS (\\Seen))\r\n", len(body), body)
+		fmt.Fprintf(w, "* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {0}\r\n BINARY[1] ~{3}\r\nabc)\r\n")
+		fmt.Fprintf(w, "* OK [UIDNEXT 42] next\r\n")
+	})
+	r, err := ic.readResp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, ok, err := parseFetch(r)
+	if !ok || err != nil {
+		t.Fatalf("parseFetch: %v %v", ok, err)
+	}
+	v, _ := fd.get("BODY[]")
+	if b, _ := v.str(); string(b) != body {
+		t.Fatalf("BODY[] = %q, want %q", b, body)
+	}
+	if u, ok := fd.uid(); !ok || u != 5 {
+		t.Fatalf("uid %d %v", u, ok)
+	}
+	fl, _ := fd.get("FLAGS")
+	if f, ok := flagsOf(fl); !ok || !hasFlag(f, `\seen`) {
+		t.Fatalf("flags %v", f)
+	}
+	r, err = ic.readResp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, _, err = parseFetch(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := fd.getPrefix("BODY[HEADER.FIELDS")
+	if b, _ := h.str(); !ok || len(b) != 0 || fd.items[0].name != "BODY[HEADER.FIELDS (SUBJECT)]" {
+		t.Fatalf("header item %+v", fd.items)
+	}
+	if v, _ := fd.get("BINARY[1]"); string(v.b) != "abc" {
+		t.Fatalf("literal8 %q", v.b)
+	}
+	r, _ = ic.readResp()
+	u := parseUntagged(r)
+	if v, ok := respCode(u.rest, "UIDNEXT"); u.word != "OK" || !ok || v != "42" {
+		t.Fatalf("untagged %+v code %q", u, v)
+	}
+}
+
+func TestParseFetchStructures(t *testing.T) {
+	resp := `* 12 FETCH (UID 7 RFC822.SIZE 4711 ENVELOPE ("Tue, 4 Mar 2025 08:00:00 +0000" "Re: \"quoted\" \\ back" ` +
+		`(("Alice" NIL "alice" "example.net")) NIL NIL ((NIL NIL "user1" "bench.test")) NIL NIL NIL "<0123456789abcdef.42@example.net>") ` +
+		`BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "quoted-printable" 605 11 NIL NIL NIL NIL)` +
+		`("application" "pdf" ("name" "a.pdf") NIL NIL "base64" 1000 NIL ("attachment" ("filename" "a.pdf")) NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL))`
+	fd, ok, err := parseFetch([]byte(resp))
+	if !ok || err != nil {
+		t.Fatalf("parseFetch: %v %v", ok, err)
+	}
+	if fd.seq != 12 || len(fd.items) != 4 {
+		t.Fatalf("seq %d items %d", fd.seq, len(fd.items))
+	}
+	env, _ := fd.get("ENVELOPE")
+	if subj, _ := env.list[1].str(); string(subj) != `Re: "quoted" \ back` {
+		t.Fatalf("subject %q", subj)
+	}
+	if env.list[3].kind != ivNil {
+		t.Fatalf("sender %v", env.list[3])
+	}
+	bs, _ := fd.get("BODYSTRUCTURE")
+	if len(bs.list) != 7 || bs.list[0].kind != ivList || bs.list[1].kind != ivList || string(bs.list[2].b) != "mixed" {
+		t.Fatalf("bodystructure %s", bs)
+	}
+	if err := checkEnvelopes([]*fetchData{fd}, []int{42}); err == nil {
+		t.Fatal("sequence 12 in a 1-message mailbox was accepted")
+	}
+	fd.seq = 1
+	if err := checkEnvelopes([]*fetchData{fd}, []int{42}); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkEnvelopes([]*fetchData{fd}, []int{43}); err == nil {
+		t.Fatal("wrong Message-ID accepted")
+	}
+	for _, bad := range []string{
+		`* 1 FETCH (UID 7`, `* 1 FETCH (UID)`, `* 1 FETCH (BODY[] {5}` + "\r\nabc)", `* 1 FETCH (FLAGS (\Seen)) x`,
+		`* 1 FETCH (UID "unterminated)`, `* 1 FETCH (BODY[1 NIL)`,
+	} {
+		if _, _, err := parseFetch([]byte(bad)); err == nil {
+			t.Errorf("parseFetch(%q) accepted", bad)
+		}
+	}
+	if _, ok, _ := parseFetch([]byte("* 3 EXPUNGE")); ok {
+		t.Error("EXPUNGE parsed as FETCH")
+	}
+	n, err := parseSearch([]byte("2 3 10 (MODSEQ 917162500)"))
+	if err != nil || !slices.Equal(n, []uint32{2, 3, 10}) {
+		t.Fatalf("parseSearch %v %v", n, err)
+	}
+}
+
+func TestIMAPCommands(t *testing.T) {
+	ic := scriptedIMAP(t, func(br *bufio.Reader, w net.Conn) {
+		line := func() string { l, _ := br.ReadString('\n'); return strings.TrimRight(l, "\r\n") }
+		if l := line(); l != `A1 LOGIN "u@x" "p\"w"` {
+			fmt.Fprintf(w, "A1 BAD got %q\r\n", l)
+			return
+		}
+		fmt.Fprint(w, "A1 OK logged in\r\n")
+		line()
+		fmt.Fprint(w, "* FLAGS (\\Seen)\r\n* 3 EXISTS\r\n* OK [UIDVALIDITY 99] v\r\n* OK [UIDNEXT 4] n\r\nA2 OK [READ-WRITE] done\r\n")
+		if l := line(); l != "A3 UID SEARCH CHARSET UTF-8 SUBJECT {8}" {
+			fmt.Fprintf(w, "A3 BAD got %q\r\n", l)
+			return
+		}
+		fmt.Fprint(w, "+ go\r\n")
+		lit := make([]byte, 8)
+		io.ReadFull(br, lit)
+		if string(lit) != "réunion" || line() != "" {
+			fmt.Fprint(w, "A3 BAD literal\r\n")
+			return
+		}
+		fmt.Fprint(w, "* SEARCH 1 3\r\nA3 OK done\r\n")
+		line()
+		fmt.Fprint(w, "A4 NO [CANNOT] no\r\n")
+		line()
+		fmt.Fprint(w, "* BYE going\r\n")
+	})
+	if err := ic.login("u@x", `p"w`); err != nil {
+		t.Fatal(err)
+	}
+	si, err := ic.selectMailbox("INBOX")
+	if err != nil || si.Exists != 3 || si.UIDValidity != 99 || si.UIDNext != 4 {
+		t.Fatalf("select %+v %v", si, err)
+	}
+	var got []uint32
+	_, err = ic.cmd("UID SEARCH CHARSET UTF-8 SUBJECT {}", func(r []byte) error {
+		u := parseUntagged(r)
+		got, _ = parseSearch(u.rest)
+		return nil
+	}, []byte("réunion"))
+	if err != nil || !slices.Equal(got, []uint32{1, 3}) {
+		t.Fatalf("search %v %v", got, err)
+	}
+	_, err = ic.cmd("CREATE x", nil)
+	var se *imapStatusError
+	if !errors.As(err, &se) || se.status != "NO" {
+		t.Fatalf("NO: %v", err)
+	}
+	if _, err = ic.cmd("NOOP", nil); !errors.As(err, &se) || se.status != "BYE" {
+		t.Fatalf("BYE: %v", err)
+	}
+}
+
+func TestLiteralAtEnd(t *testing.T) {
+	for in, want := range map[string]int{"x {5}\r\n": 5, "{0}\r\n": 0, "a {12+}\n": 12, "a {}\r\n": -1, "a {x}\r\n": -1, "a\r\n": -1, "a }\r\n": -1} {
+		n, ok := literalAtEnd([]byte(in))
+		if (want < 0) == ok || (ok && n != want) {
+			t.Errorf("literalAtEnd(%q) = %d %v", in, n, ok)
+		}
+	}
+}
+
+func TestCheckMixMessageAndSearchExpectations(t *testing.T) {
+	p := smallMix(300)
+	p.Users = 1
+	raw := p.Build(17)
+	if id, err := checkMixMessage(raw); err != nil || id != 17 {
+		t.Fatalf("checkMixMessage = %d, %v", id, err)
+	}
+	bad := bytes.Replace(raw, []byte("\r\n\r\n"), []byte("\r\n\r\nX"), 1)
+	if _, err := checkMixMessage(bad); err == nil {
+		t.Fatal("corrupted body accepted")
+	}
+	if _, err := checkMixMessage([]byte("Subject: x\r\n\r\nbody")); err == nil {
+		t.Fatal("message without X-Mailbench accepted")
+	}
+	ids := p.ExpectedIDs()["user1@bench.test"]
+	if len(ids) != 300 {
+		t.Fatalf("users=1 gives user1 %d messages", len(ids))
+	}
+	qs := searchQueries()
+	expectSearch(&p, ids, qs)
+	for _, q := range qs {
+		if len(q.want) == 0 || len(q.want) > 150 {
+			t.Errorf("%s: %d of 300 messages match; the query does not discriminate", q.name, len(q.want))
+		}
+	}
+	// The UTF-8 subject is sent as an RFC 2047 encoded word; mixSubject decodes it.
+	id := qs[3].want[0]
+	hdr, _, _ := bytes.Cut(p.Build(id), []byte("\r\n\r\n"))
+	if !bytes.Contains(hdr, []byte("Subject: =?UTF-8?B?")) || mixSubject(hdr) != "Café réunion à 10h" {
+		t.Fatalf("subject of %d: %q", id, mixSubject(hdr))
+	}
+}
+
+func TestReportIMAPRows(t *testing.T) {
+	lat := &Percentiles{P50: 1, P99: 2, Max: 3}
+	results := []Result{
+		{Kind: "imap", Op: "select", Server: "dovecot", Concurrency: 1, PerSec: 100, LatencyMs: lat, LoginMs: 5},
+		{Kind: "imap", Op: "select", Server: "letterbox", Concurrency: 1, PerSec: 150, LatencyMs: lat, LoginMs: 50},
+		{Kind: "imap", Op: "envelope", Server: "letterbox", Concurrency: 1, PerSec: 3, LatencyMs: lat, Details: map[string]float64{"first_op_ms": 9}},
+		{Kind: "imap-idle", Server: "dovecot", Concurrency: 5000, Seconds: 60, LatencyMs: lat, Details: map[string]float64{"pss_kib_per_conn": 500, "pss_idle_kib": 2 << 20}},
+		{Kind: "imap-idle", Op: "hibernate", Server: "dovecot", Concurrency: 5000, Seconds: 60, LatencyMs: lat, Details: map[string]float64{"pss_kib_per_conn": 20, "pss_idle_kib": 100 << 10}},
+		{Kind: "imap-idle", Server: "letterbox", Concurrency: 5000, Seconds: 90, LatencyMs: lat, Details: map[string]float64{"pss_kib_per_conn": 100, "pss_idle_kib": 500 << 10}},
+		{Kind: "imap-big", Server: "letterbox", Concurrency: 1, Messages: 100000, Details: map[string]float64{"envelope_select_fetch_ms_1": 800}},
+		{Kind: "lmtp-fill", Server: "letterbox", Concurrency: 8, PerSec: 1},
+	}
+	rows := buildRows(results, "dovecot", "letterbox")
+	find := func(m string) Row {
+		for _, r := range rows {
+			if r.Metric == m {
+				return r
+			}
+		}
+		var names []string
+		for _, r := range rows {
+			names = append(names, r.Metric)
+		}
+		t.Fatalf("no row %q in\n%s", m, strings.Join(names, "\n"))
+		return Row{}
+	}
+	if r := find("IMAP SELECT, 1 client: ops/s"); r.Ratio == nil || *r.Ratio != 1.5 {
+		t.Fatalf("select row %+v", r)
+	}
+	if r := find("IMAP login ms (mean; argon2id vs {PLAIN})"); *r.B != 50 {
+		t.Fatalf("login row %+v", r)
+	}
+	if r := find("IMAP FETCH 1:* (ENVELOPE BODYSTRUCTURE RFC822.SIZE), 1 client: first op ms"); r.A != nil || *r.B != 9 {
+		t.Fatalf("first op row %+v", r)
+	}
+	if r := find("IMAP 5000 idle: KiB per connection (PSS)"); *r.Ratio != 0.2 {
+		t.Fatalf("idle row %+v", r)
+	}
+	if r := find("IMAP 5000 idle (dovecot hibernate): KiB per connection (PSS)"); *r.A != 20 || *r.B != 100 || *r.Ratio != 5 {
+		t.Fatalf("hibernate row %+v", r)
+	}
+	if r := find("IMAP 100k msgs: SELECT+FETCH envelope/bodystructure ms, 1st"); *r.B != 800 {
+		t.Fatalf("big row %+v", r)
+	}
+	for _, r := range rows {
+		if strings.Contains(r.Metric, "LMTP") {
+			t.Fatalf("lmtp-fill made a row: %+v", r)
+		}
+	}
+}
+
+func TestProcTreeMem(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	m, err := procTreeMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Procs < 1 || m.RSSKiB <= 0 || m.PSSKiB <= 0 || m.PSSKiB > m.RSSKiB+1024 {
+		t.Fatalf("memory of this process: %+v", m)
+	}
+	if !slices.Contains(procTree(1), os.Getpid()) {
+		t.Fatal("this process is not a descendant of pid 1")
+	}
+	if _, err := procTreeMem(1 << 30); err == nil {
+		t.Fatal("a missing process was measured")
 	}
 }

@@ -5,6 +5,9 @@
 //
 //	mailbench lmtp   -addr 127.0.0.1:2424 -c 8 [-messages 10000 -seed 1 -users 4]
 //	mailbench pop3   -addr 127.0.0.1:1110 -sessions 4 -password pw [-verify-mix]
+//	mailbench imap   -addr 127.0.0.1:1143 -clients 1,8 -users 1 -password pw
+//	mailbench imapidle -addr 127.0.0.1:1143 -lmtp 127.0.0.1:2424 -conns 5000 -pid P
+//	mailbench imapbig -addr 127.0.0.1:1143 -expect 100000
 //	mailbench gen    -dir DIR            write the mix as .eml files (inspection)
 //	mailbench mixinfo                    sizes and recipients of the mix
 //	mailbench freeport -n 4              print N free loopback TCP ports
@@ -35,6 +38,11 @@ func usage() {
 commands:
   lmtp      deliver the message mix over LMTP with C connections
   pop3      download mailboxes over POP3 (USER/PASS, STAT, LIST, RETR all, QUIT)
+  imap      IMAP steps (SELECT, UID FETCH flags, FETCH envelopes, BODY[], STORE,
+            SEARCH, a mixed client profile) with N clients on one INBOX
+  imapidle  open many connections in IDLE, measure the server's memory,
+            deliver one message and time the EXISTS to every connection
+  imapbig   login, SELECT and full FETCHes on one (large) INBOX, timed
   gen       write the message mix to a directory as .eml files
   mixinfo   print statistics about the message mix
   freeport  print free loopback TCP ports
@@ -56,6 +64,12 @@ func main() {
 		err = cmdLMTP(args)
 	case "pop3":
 		err = cmdPOP3(args)
+	case "imap":
+		err = cmdIMAP(args)
+	case "imapidle":
+		err = cmdIMAPIdle(args)
+	case "imapbig":
+		err = cmdIMAPBig(args)
 	case "gen":
 		err = cmdGen(args)
 	case "mixinfo":
@@ -117,23 +131,28 @@ func signalContext(limit time.Duration) (context.Context, context.CancelFunc) {
 
 // Result is one measurement, printed as one JSON line.
 type Result struct {
-	Kind        string       `json:"kind"` // "lmtp" or "pop3"
+	Kind        string       `json:"kind"`         // "lmtp", "pop3", "imap", "imap-idle", "imap-big", "lmtp-fill"
+	Op          string       `json:"op,omitempty"` // imap: the step (select, uidfetch, ...); imap-idle: the server variant
 	Server      string       `json:"server"`
-	Concurrency int          `json:"concurrency"` // LMTP connections or POP3 sessions
+	Concurrency int          `json:"concurrency"` // LMTP connections, POP3 sessions, IMAP clients or idle connections
 	Time        string       `json:"time"`
 	Seed        uint64       `json:"seed"`
 	MixMessages int          `json:"mix_messages"`
-	Messages    int          `json:"messages"`             // messages fully delivered / retrieved
+	Messages    int          `json:"messages"`             // messages fully delivered / retrieved; imap: messages in the INBOX
+	Ops         int          `json:"ops,omitempty"`        // imap: operations completed
 	Deliveries  int          `json:"deliveries,omitempty"` // LMTP per-recipient 250s
 	Failures    int          `json:"failures"`
 	Octets      int64        `json:"octets"` // message octets delivered (x recipients) / retrieved
 	Seconds     float64      `json:"seconds"`
-	PerSec      float64      `json:"per_sec"` // deliveries/s (lmtp) or messages/s (pop3)
+	PerSec      float64      `json:"per_sec"` // deliveries/s (lmtp), messages/s (pop3), operations/s (imap)
 	MiBPerSec   float64      `json:"mib_per_sec"`
-	LatencyMs   *Percentiles `json:"latency_ms,omitempty"` // per transaction (lmtp) / per RETR (pop3)
-	LoginMs     float64      `json:"login_ms,omitempty"`   // pop3: mean time from connect to logged in
-	Machine     *machineLoad `json:"machine,omitempty"`
-	Errors      []string     `json:"errors,omitempty"`
+	LatencyMs   *Percentiles `json:"latency_ms,omitempty"` // per transaction (lmtp) / per RETR (pop3) / per operation (imap)
+	LoginMs     float64      `json:"login_ms,omitempty"`   // pop3, imap: mean time from connect to logged in
+	// Details holds step-specific numbers (imap: first_op_ms; imap-idle:
+	// memory and EXISTS timings; imap-big: the timings of each phase).
+	Details map[string]float64 `json:"details,omitempty"`
+	Machine *machineLoad       `json:"machine,omitempty"`
+	Errors  []string           `json:"errors,omitempty"`
 }
 
 // Percentiles of a latency distribution, in milliseconds.
@@ -187,6 +206,7 @@ func cmdLMTP(args []string) error {
 	fs.DurationVar(&opt.OpTimeout, "op-timeout", 60*time.Second, "timeout of one command/reply")
 	fs.DurationVar(&opt.Progress, "progress", 10*time.Second, "progress line interval on stderr (0: none)")
 	label := fs.String("server", "server", "server label for the result")
+	kind := fs.String("kind", "lmtp", `result kind: "lmtp" for the table, "lmtp-fill" for a delivery that only fills a mailbox`)
 	limit := fs.Duration("timeout", 15*time.Minute, "stop the run after this long (counts as failure)")
 	fs.Parse(args)
 	if err := checkMix(p); err != nil {
@@ -211,7 +231,7 @@ func cmdLMTP(args []string) error {
 		return err
 	}
 	sec := st.Elapsed.Seconds()
-	r := &Result{Kind: "lmtp", Server: *label, Concurrency: opt.Conns, Time: time.Now().UTC().Format(time.RFC3339),
+	r := &Result{Kind: *kind, Server: *label, Concurrency: opt.Conns, Time: time.Now().UTC().Format(time.RFC3339),
 		Seed: p.Seed, MixMessages: p.Messages, Messages: st.Messages, Deliveries: st.Deliveries,
 		Failures: st.Failures, Octets: st.Octets, Seconds: round3(sec),
 		PerSec: round3(float64(st.Deliveries) / sec), MiBPerSec: round3(float64(st.Octets) / (1 << 20) / sec),

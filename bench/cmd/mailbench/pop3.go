@@ -141,13 +141,47 @@ func (pc *pop3Conn) retr(n int) (*retrieved, error) {
 		}
 	}
 	res.bodyCRC = crc
-	if m := mixHeaderRE.FindSubmatch(hdr); m != nil {
-		res.id, _ = strconv.Atoi(string(m[1]))
-		res.wantLen, _ = strconv.ParseInt(string(m[2]), 10, 64)
-		c, _ := strconv.ParseUint(string(m[3]), 16, 32)
-		res.wantCRC = uint32(c)
-	}
+	res.id, res.wantLen, res.wantCRC = parseMixHeader(hdr)
 	return res, nil
+}
+
+// parseMixHeader returns the id, body length and body CRC-32C that the
+// X-Mailbench header in hdr (a message's header) announces; id is -1 when
+// there is no such header.
+func parseMixHeader(hdr []byte) (id int, bodyLen int64, bodyCRC uint32) {
+	m := mixHeaderRE.FindSubmatch(hdr)
+	if m == nil {
+		return -1, 0, 0
+	}
+	id, _ = strconv.Atoi(string(m[1]))
+	bodyLen, _ = strconv.ParseInt(string(m[2]), 10, 64)
+	c, _ := strconv.ParseUint(string(m[3]), 16, 32)
+	return id, bodyLen, uint32(c)
+}
+
+// checkMixMessage verifies a whole message (as fetched over IMAP) against
+// its X-Mailbench header: the body (the octets after the first empty line)
+// must have the announced length and CRC-32C. It returns the mix id.
+func checkMixMessage(msg []byte) (int, error) {
+	var hdr, body []byte
+	if bytes.HasPrefix(msg, []byte("\r\n")) {
+		body = msg[2:]
+	} else {
+		i := bytes.Index(msg, []byte("\r\n\r\n"))
+		if i < 0 {
+			return -1, fmt.Errorf("no empty line after the header (%d octets)", len(msg))
+		}
+		hdr, body = msg[:i+2], msg[i+4:]
+	}
+	id, wantLen, wantCRC := parseMixHeader(hdr)
+	if id < 0 {
+		return -1, fmt.Errorf("no %s header", mixHeader)
+	}
+	if int64(len(body)) != wantLen || crc32.Checksum(body, crcTable) != wantCRC {
+		return id, fmt.Errorf("mix id %d: body %d octets crc %08x, want %d octets crc %08x",
+			id, len(body), crc32.Checksum(body, crcTable), wantLen, wantCRC)
+	}
+	return id, nil
 }
 
 func runPOP3Session(ctx context.Context, opt *pop3Options, user string, start <-chan struct{}) (s pop3Session) {

@@ -63,7 +63,7 @@ func cmdReport(args []string) error {
 	runs := map[string]int{}
 	maxRuns := 0
 	for _, r := range results {
-		k := fmt.Sprint(r.Server, r.Kind, r.Concurrency)
+		k := fmt.Sprint(r.Server, r.Kind, r.Op, r.Concurrency)
 		runs[k]++
 		maxRuns = max(maxRuns, runs[k])
 	}
@@ -72,7 +72,7 @@ func cmdReport(args []string) error {
 	}
 	for _, r := range results {
 		if r.Failures > 0 {
-			fmt.Printf("WARNING: %s %s c=%d had %d failure(s): %v\n", r.Server, r.Kind, r.Concurrency, r.Failures, r.Errors)
+			fmt.Printf("WARNING: %s %s %s c=%d had %d failure(s): %v\n", r.Server, r.Kind, r.Op, r.Concurrency, r.Failures, r.Errors)
 		}
 	}
 	if *md != "" {
@@ -121,56 +121,99 @@ func readResults(r io.Reader) ([]Result, error) {
 	return out, sc.Err()
 }
 
-func buildRows(results []Result, a, b string) []Row {
-	type key struct {
-		kind string
-		conc int
+// kindOrder is the order of the table's sections.
+var kindOrder = []string{"lmtp", "pop3", "imap", "imap-idle", "imap-big"}
+
+// imapOpLabel names the IMAP steps in the table.
+var imapOpLabel = map[string]string{
+	"select":   "SELECT",
+	"uidfetch": "UID FETCH 1:* (UID FLAGS)",
+	"envelope": "FETCH 1:* (ENVELOPE BODYSTRUCTURE RFC822.SIZE)",
+	"body":     "UID FETCH BODY.PEEK[] random",
+	"store":    "UID STORE +/-FLAGS random",
+	"search":   "UID SEARCH header text",
+	"mixed":    "mixed client profile (cycles)",
+}
+
+type rowKey struct {
+	kind string
+	op   string
+	conc int
+}
+
+func orderOf(list []string, s string) int {
+	if i := slices.Index(list, s); i >= 0 {
+		return i
 	}
-	// With repeated runs, the row shows the fastest run of each (server,
-	// kind, concurrency): on a shared machine, background load only ever
+	return len(list)
+}
+
+func detail(name string) func(Result) (float64, bool) {
+	return func(r Result) (float64, bool) {
+		v, ok := r.Details[name]
+		return v, ok
+	}
+}
+
+func buildRows(results []Result, a, b string) []Row {
+	// With repeated runs, the row shows the best run of each (server, kind,
+	// op, concurrency): on a shared machine, background load only ever
 	// slows a run down. Failed runs only count when every run failed.
-	all := map[string]map[key][]Result{a: {}, b: {}}
-	var keys []key
+	all := map[string]map[rowKey][]Result{a: {}, b: {}}
+	var keys []rowKey
 	for _, r := range results {
-		if all[r.Server] == nil {
+		if all[r.Server] == nil || !slices.Contains(kindOrder, r.Kind) {
 			continue
 		}
-		k := key{r.Kind, r.Concurrency}
+		k := rowKey{r.Kind, r.Op, r.Concurrency}
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
 		}
 		all[r.Server][k] = append(all[r.Server][k], r)
 	}
-	last := map[string]map[key]Result{a: {}, b: {}}
+	best := map[string]map[rowKey]Result{a: {}, b: {}}
 	for srv, m := range all {
 		for k, rs := range m {
-			last[srv][k] = bestResult(rs)
+			best[srv][k] = bestResult(rs)
 		}
 	}
-	slices.SortStableFunc(keys, func(x, y key) int {
+	slices.SortStableFunc(keys, func(x, y rowKey) int {
 		if x.kind != y.kind {
-			return strings.Compare(x.kind, y.kind)
+			return orderOf(kindOrder, x.kind) - orderOf(kindOrder, y.kind)
+		}
+		if x.op != y.op {
+			if d := orderOf(imapOps, x.op) - orderOf(imapOps, y.op); d != 0 {
+				return d
+			}
+			return strings.Compare(x.op, y.op)
 		}
 		return x.conc - y.conc
 	})
 	var rows []Row
-	add := func(metric, better string, get func(Result) (float64, bool), k key) {
+	// addAB compares a's result under ka with b's under kb.
+	addAB := func(metric, better string, get func(Result) (float64, bool), ka, kb rowKey) {
 		row := Row{Metric: metric, Better: better}
-		if r, ok := last[a][k]; ok {
+		if r, ok := best[a][ka]; ok {
 			if v, ok := get(r); ok {
 				row.A = &v
 			}
 		}
-		if r, ok := last[b][k]; ok {
+		if r, ok := best[b][kb]; ok {
 			if v, ok := get(r); ok {
 				row.B = &v
 			}
+		}
+		if row.A == nil && row.B == nil {
+			return
 		}
 		if row.A != nil && row.B != nil && *row.A != 0 {
 			ratio := round3(*row.B / *row.A)
 			row.Ratio = &ratio
 		}
 		rows = append(rows, row)
+	}
+	add := func(metric, better string, get func(Result) (float64, bool), k rowKey) {
+		addAB(metric, better, get, k, k)
 	}
 	lat := func(f func(*Percentiles) float64) func(Result) (float64, bool) {
 		return func(r Result) (float64, bool) {
@@ -180,27 +223,83 @@ func buildRows(results []Result, a, b string) []Row {
 			return f(r.LatencyMs), true
 		}
 	}
+	perSec := func(r Result) (float64, bool) { return r.PerSec, true }
+	loginDone := false
 	for _, k := range keys {
 		switch k.kind {
 		case "lmtp":
 			p := fmt.Sprintf("LMTP %2d conn", k.conc)
-			add(p+" deliveries/s", "higher", func(r Result) (float64, bool) { return r.PerSec, true }, k)
+			add(p+" deliveries/s", "higher", perSec, k)
 			add(p+" MiB/s", "higher", func(r Result) (float64, bool) { return r.MiBPerSec, true }, k)
 			add(p+" latency p50 ms", "lower", lat(func(p *Percentiles) float64 { return p.P50 }), k)
 			add(p+" latency p99 ms", "lower", lat(func(p *Percentiles) float64 { return p.P99 }), k)
 		case "pop3":
 			p := fmt.Sprintf("POP3 %2d session", k.conc)
 			add(p+" MiB/s", "higher", func(r Result) (float64, bool) { return r.MiBPerSec, true }, k)
-			add(p+" messages/s", "higher", func(r Result) (float64, bool) { return r.PerSec, true }, k)
+			add(p+" messages/s", "higher", perSec, k)
 			add(p+" RETR p99 ms", "lower", lat(func(p *Percentiles) float64 { return p.P99 }), k)
+		case "imap":
+			if !loginDone {
+				loginDone = true
+				add("IMAP login ms (mean; argon2id vs {PLAIN})", "lower", func(r Result) (float64, bool) { return r.LoginMs, r.LoginMs > 0 }, k)
+			}
+			label := imapOpLabel[k.op]
+			if label == "" {
+				label = k.op
+			}
+			p := fmt.Sprintf("IMAP %s, %d client", label, k.conc)
+			if k.conc > 1 {
+				p += "s"
+			}
+			add(p+": ops/s", "higher", perSec, k)
+			add(p+": p50 ms", "lower", lat(func(p *Percentiles) float64 { return p.P50 }), k)
+			add(p+": p99 ms", "lower", lat(func(p *Percentiles) float64 { return p.P99 }), k)
+			if k.conc == 1 && (k.op == "envelope" || k.op == "search") {
+				add(p+": first op ms", "lower", detail("first_op_ms"), k)
+			}
+		case "imap-idle":
+			p := fmt.Sprintf("IMAP %d idle", k.conc)
+			kb := k
+			if k.op != "" {
+				kb.op = ""
+				p += " (" + a + " " + k.op + ")"
+			}
+			addAB(p+": KiB per connection (PSS)", "lower", detail("pss_kib_per_conn"), k, kb)
+			addAB(p+": MiB total (PSS)", "lower", func(r Result) (float64, bool) {
+				v, ok := r.Details["pss_idle_kib"]
+				return round3(v / 1024), ok
+			}, k, kb)
+			addAB(p+": EXISTS p50 ms", "lower", lat(func(p *Percentiles) float64 { return p.P50 }), k, kb)
+			addAB(p+": EXISTS to the last ms", "lower", lat(func(p *Percentiles) float64 { return p.Max }), k, kb)
+			addAB(p+": s to open all (login+SELECT+IDLE)", "lower", func(r Result) (float64, bool) { return r.Seconds, true }, k, kb)
+		case "imap-big":
+			n := 0
+			if r, ok := best[a][k]; ok {
+				n = r.Messages
+			} else if r, ok := best[b][k]; ok {
+				n = r.Messages
+			}
+			p := fmt.Sprintf("IMAP %dk msgs", n/1000)
+			for _, round := range []string{"1", "2"} {
+				nth := map[string]string{"1": "1st", "2": "2nd"}[round]
+				add(fmt.Sprintf("%s: login+SELECT+UID FETCH flags ms, %s", p, nth), "lower", detail("uidfetch_login_select_fetch_ms_"+round), k)
+				add(fmt.Sprintf("%s: SELECT+UID FETCH flags ms, %s", p, nth), "lower", detail("uidfetch_select_fetch_ms_"+round), k)
+				add(fmt.Sprintf("%s: SELECT+FETCH envelope/bodystructure ms, %s", p, nth), "lower", detail("envelope_select_fetch_ms_"+round), k)
+			}
 		}
 	}
 	return rows
 }
 
-func rate(r Result) float64 {
-	if r.Kind == "pop3" {
+// goodness orders repeated runs of one cell: higher is better.
+func goodness(r Result) float64 {
+	switch r.Kind {
+	case "pop3":
 		return r.MiBPerSec
+	case "imap-idle":
+		return -r.Details["pss_kib_per_conn"]
+	case "imap-big":
+		return -(r.Details["uidfetch_select_fetch_ms_1"] + r.Details["envelope_select_fetch_ms_1"])
 	}
 	return r.PerSec
 }
@@ -212,9 +311,9 @@ func bestResult(rs []Result) Result {
 	}
 	return slices.MaxFunc(ok, func(x, y Result) int {
 		switch {
-		case rate(x) < rate(y):
+		case goodness(x) < goodness(y):
 			return -1
-		case rate(x) > rate(y):
+		case goodness(x) > goodness(y):
 			return 1
 		}
 		return 0
