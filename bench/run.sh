@@ -467,6 +467,21 @@ imaps      = ""
 pop3       = "127.0.0.1:$pport"
 pop3s      = ""
 EOF
+	# [limits] (when this Letterbox has it: unknown keys are errors). The
+	# defaults (5,000 connections in all, 50 sessions per account, 100
+	# recipients) are below what the idle step opens, as Dovecot's are.
+	local limits="" key val
+	for key in max_connections max_sessions_per_account max_recipients; do
+		case $key in
+		max_connections) val=$((IDLE_CONNS + 1000)) ;;
+		max_sessions_per_account) val=$((IDLE_CONNS + 200)) ;;
+		max_recipients) val=$((IDLE_USERS > 100 ? IDLE_USERS : 100)) ;;
+		esac
+		if grep -qs "toml:\"$key\"" "$ROOT"/internal/config/*.go; then
+			limits+="$key = $val"$'\n'
+		fi
+	done
+	[ -z "$limits" ] || printf '\n[limits]\n%s' "$limits" >>"$conf"
 	for i in $(seq 1 "$NUSERS"); do
 		[ "$fresh" = 1 ] || break
 		if ! printf '%s\n' "$PASSWORD" | "$LB" user add --config "$conf" "user$i@$DOMAIN" >>"$dir/letterbox.log" 2>&1; then
