@@ -29,7 +29,7 @@ WORKROOT=${BENCH_WORKDIR:-/var/tmp}
 PASSWORD="bench-pw-1"
 DOMAIN=bench.test
 STEP_LIMIT=1800  # seconds, limit of one mailbench step
-MAX_MINUTES=120  # the whole run stops measuring after this long
+MAX_MINUTES=150  # the whole run stops measuring after this long
 STEPS="lmtp pop3 imap idle big"
 IMAP_CLIENTS="1 8"
 IMAP_DURATION=10
@@ -72,8 +72,8 @@ usage: bench/run.sh [options]
   --workdir DIR          where temp stores go; must be a real disk, not tmpfs
                          (default \$BENCH_WORKDIR or /var/tmp)
   --max-minutes M        stop measuring after M minutes; later steps are skipped
-                         (default $MAX_MINUTES; a full 10,000-message run takes ~50
-                         on an idle machine, the LMTP and POP3 steps alone ~6)
+                         (default $MAX_MINUTES; a full 10,000-message run takes ~75-90,
+                         the LMTP and POP3 steps alone ~6 on an idle machine)
   --keep                 keep the mail stores (default: delete them, keep logs)
   --no-save              do not write bench/results/<date>.json
   --no-install           do not apt-get install dovecot when missing
