@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/smtp"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
-	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
 )
 
 // TestCrashDurability is the durability proof of design.md §4: it delivers
@@ -105,11 +103,7 @@ func TestCrashDurability(t *testing.T) {
 	}
 
 	// Inspect the store directly, as the next server start would see it.
-	store, err := sqlite.Open(dataDir, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t, cfg)
 	ctx := context.Background()
 	acct, err := store.Account(ctx, "crash@test.example")
 	if err != nil {

@@ -56,6 +56,7 @@ const fullLimit = 4096
 // integrity_check and garbage collection removes exactly the blob files
 // of the refused commits.
 func TestDiskFull(t *testing.T) {
+	sqliteOnly(t, "checks the SQLite database and WAL after the fault; the postgres backend's fault test is TestTwoNodesDatabaseRestart")
 	dataDir := t.TempDir()
 	cfg := testConfig(t, dataDir, "")
 	for _, u := range []string{"u@test.example", "v@test.example"} {
@@ -292,6 +293,7 @@ func TestDiskFull(t *testing.T) {
 // tmpfs, so it needs root with CAP_SYS_ADMIN and is skipped otherwise
 // (TestDiskFull runs everywhere).
 func TestDiskFullTmpfs(t *testing.T) {
+	sqliteOnly(t, "checks the SQLite database after the fault")
 	mnt := t.TempDir()
 	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=4m,mode=0700"); err != nil {
 		t.Skipf("cannot mount a tmpfs (needs root with CAP_SYS_ADMIN): %v", err)

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 	"testing"
 
 	"github.com/letterbox/letterbox/internal/mailstore"
-	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
 )
 
 func needProgram(t *testing.T, name string) string {
@@ -40,6 +38,7 @@ type mailFixture struct {
 	t       *testing.T
 	srv     *serverProc
 	dataDir string
+	cfg     string
 	user    string
 	pass    string
 }
@@ -47,7 +46,7 @@ type mailFixture struct {
 func newMailFixture(t *testing.T) *mailFixture {
 	dataDir := t.TempDir()
 	cfg := testConfig(t, dataDir, "")
-	f := &mailFixture{t: t, dataDir: dataDir, user: "e2e@test.example", pass: "e2e-Passw0rd"}
+	f := &mailFixture{t: t, dataDir: dataDir, cfg: cfg, user: "e2e@test.example", pass: "e2e-Passw0rd"}
 	if _, stderr, code := letterbox(t, f.pass+"\n", "user", "add", "--config", cfg, f.user); code != 0 {
 		t.Fatalf("user add: %s", stderr)
 	}
@@ -99,11 +98,7 @@ func (f *mailFixture) deliver(msgs [][]byte) {
 // CLI does.
 func (f *mailFixture) stored() [][]byte {
 	f.t.Helper()
-	store, err := sqlite.Open(f.dataDir, slog.New(slog.DiscardHandler))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(f.t, f.cfg)
 	ctx := context.Background()
 	acct, err := store.Account(ctx, f.user)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/letterbox/letterbox/internal/config"
+	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/server"
+	"github.com/letterbox/letterbox/internal/testpg"
 )
 
 var binary string // path of the built letterbox binary
@@ -59,6 +65,22 @@ func letterbox(t *testing.T, stdin string, args ...string) (string, string, int)
 // bound addresses from the log).
 func testConfig(t *testing.T, dataDir string, extra string) string {
 	t.Helper()
+	store := ""
+	if testBackend() == config.BackendPostgres {
+		store = postgresStoreConfig(testpg.NewDatabase(t), filepath.Join(dataDir, "blobs"))
+	}
+	return writeConfig(t, dataDir, extra, store)
+}
+
+// postgresStoreConfig is the [store] section of a postgres node.
+func postgresStoreConfig(url, blobDir string) string {
+	return fmt.Sprintf("\n[store]\nbackend = \"postgres\"\npostgres_url = %q\nblob_dir = %q\n", url, blobDir)
+}
+
+// writeConfig writes testConfig's config with store (a [store] section or
+// "") at the end.
+func writeConfig(t *testing.T, dataDir, extra, store string) string {
+	t.Helper()
 	cfg := fmt.Sprintf(`hostname = "mx.test.example"
 data_dir = %q
 domains = ["test.example"]
@@ -70,12 +92,47 @@ pop3 = "127.0.0.1:0"
 pop3s = "127.0.0.1:0"
 imap = "127.0.0.1:0"
 imaps = "127.0.0.1:0"
-`, dataDir, extra)
+`, dataDir, extra) + store
 	path := filepath.Join(t.TempDir(), "letterbox.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// testBackend is the store backend the integration tests run on:
+// LETTERBOX_TEST_BACKEND=postgres runs them on a fresh PostgreSQL database
+// per test (on the cluster testpg.EnvURL names; .ci/run does this as a
+// second pass), anything else on the embedded sqlite store.
+func testBackend() string {
+	if os.Getenv("LETTERBOX_TEST_BACKEND") == config.BackendPostgres {
+		return config.BackendPostgres
+	}
+	return config.BackendSQLite
+}
+
+// sqliteOnly skips a test that inspects the embedded store's files.
+func sqliteOnly(t *testing.T, why string) {
+	t.Helper()
+	if testBackend() != config.BackendSQLite {
+		t.Skipf("sqlite backend only: %s", why)
+	}
+}
+
+// openStore opens the store a config names, next to a running server, as
+// the CLI does.
+func openStore(t *testing.T, cfgPath string) mailstore.Store {
+	t.Helper()
+	cfg, err := config.LoadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.OpenStore(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // serverProc is a running `letterbox serve`.

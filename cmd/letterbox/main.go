@@ -1,6 +1,6 @@
 // Command letterbox is the Letterbox mail server and its administration
 // tool (design.md §5): serve, user add|passwd|del|list, deliver, audit
-// verify, version.
+// verify, store copy|migrate, version.
 package main
 
 import (
@@ -38,6 +38,8 @@ const usage = `usage:
   letterbox user quota [--config FILE] ADDRESS [SIZE [MESSAGES]]   (SIZE: 500M, 2G, 0 = none)
   letterbox deliver [--config FILE] [-f SENDER] RECIPIENT... < message
   letterbox audit verify [--config FILE] [--anchor SEQ:SHA256]...
+  letterbox store copy --from CONFIG --to CONFIG   (server stopped; destination new and empty)
+  letterbox store migrate [--config FILE]
   letterbox version
 `
 
@@ -59,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdDeliver(args[1:], stdin, stderr)
 	case "audit":
 		return cmdAudit(args[1:], stdout, stderr)
+	case "store":
+		return cmdStore(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "letterbox", Version)
 		return exitOK

@@ -28,6 +28,7 @@ type Config struct {
 	Audit          Audit    `toml:"audit"`
 	Quota          Quota    `toml:"quota"`
 	Limits         Limits   `toml:"limits"`
+	Store          Store    `toml:"store"`
 
 	// File is the path the config was read from; "" in local mode.
 	File string `toml:"-"`
@@ -90,6 +91,27 @@ func (v *TLSVersion) UnmarshalTOML(data any) error {
 	return nil
 }
 
+// Store selects the mail store backend.
+type Store struct {
+	// Backend is "sqlite" (the default: the embedded store in data_dir)
+	// or "postgres" (several nodes sharing one PostgreSQL database).
+	Backend string `toml:"backend"`
+	// PostgresURL is the database of the postgres backend, as a libpq URL
+	// or key=value string (postgres://user:pass@host/db?sslmode=...).
+	PostgresURL string `toml:"postgres_url"`
+	// BlobDir holds message bodies for the postgres backend: a directory
+	// every node shares (a network filesystem for several machines).
+	// Required with postgres, so that nodes never silently keep bodies
+	// in separate local directories; relative to the config file.
+	BlobDir string `toml:"blob_dir"`
+}
+
+// Backends of [store].
+const (
+	BackendSQLite   = "sqlite"
+	BackendPostgres = "postgres"
+)
+
 // Audit configures the audit log of security events (package audit).
 type Audit struct {
 	Enabled     bool   `toml:"enabled"`       // default true
@@ -144,6 +166,7 @@ func Local() *Config {
 		},
 		Audit:  Audit{Enabled: true, Dir: filepath.Join("letterbox-data", "audit"), MaxFileSize: DefaultAuditMaxFileSize},
 		Limits: DefaultLimits(),
+		Store:  Store{Backend: BackendSQLite},
 		Local:  true,
 	}
 }
@@ -266,6 +289,9 @@ func (c *Config) validate() error {
 	if err := c.validateQuota(); err != nil {
 		return err
 	}
+	if err := c.validateStore(); err != nil {
+		return err
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return c.fail("tls", "cert_file and key_file must both be set, or both be empty for a generated self-signed certificate")
 	}
@@ -283,6 +309,33 @@ func (c *Config) validate() error {
 		if _, err := os.Stat(f.path); err != nil {
 			return c.fail(f.key, "cannot read %q: %v", f.path, errors.Unwrap(err))
 		}
+	}
+	return nil
+}
+
+func (c *Config) validateStore() error {
+	st := &c.Store
+	switch st.Backend {
+	case "":
+		st.Backend = BackendSQLite
+	case BackendSQLite, BackendPostgres:
+	default:
+		return c.fail("store.backend", "%q is not one of \"sqlite\", \"postgres\"", st.Backend)
+	}
+	if st.Backend == BackendSQLite {
+		if st.PostgresURL != "" || st.BlobDir != "" {
+			return c.fail("store", "postgres_url and blob_dir are for backend = \"postgres\" (the sqlite store keeps everything in data_dir)")
+		}
+		return nil
+	}
+	if st.PostgresURL == "" {
+		return c.fail("store.postgres_url", "must be set for backend = \"postgres\" (for example \"postgres://letterbox@db.example.org/letterbox\")")
+	}
+	if st.BlobDir == "" {
+		return c.fail("store.blob_dir", "must be set for backend = \"postgres\": a directory every node shares")
+	}
+	if !filepath.IsAbs(st.BlobDir) {
+		st.BlobDir = filepath.Join(filepath.Dir(c.File), st.BlobDir)
 	}
 	return nil
 }

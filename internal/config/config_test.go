@@ -122,3 +122,37 @@ func TestAudit(t *testing.T) {
 		}
 	}
 }
+
+func TestStore(t *testing.T) {
+	c, err := Parse("/etc/letterbox/letterbox.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Backend != BackendSQLite || c.Store.PostgresURL != "" || c.Store.BlobDir != "" {
+		t.Fatalf("default store = %+v, want sqlite", c.Store)
+	}
+	c, err = Parse("/etc/letterbox/letterbox.toml", []byte(good+`
+[store]
+backend = "postgres"
+postgres_url = "postgres://letterbox@db/letterbox"
+blob_dir = "blobs"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Backend != BackendPostgres || c.Store.PostgresURL != "postgres://letterbox@db/letterbox" || c.Store.BlobDir != "/etc/letterbox/blobs" {
+		t.Fatalf("store = %+v", c.Store)
+	}
+	for _, tc := range []struct{ text, key string }{
+		{"[store]\nbackend = \"mysql\"\n", "store.backend"},
+		{"[store]\nbackend = \"postgres\"\nblob_dir = \"/srv/b\"\n", "store.postgres_url"},
+		{"[store]\nbackend = \"postgres\"\npostgres_url = \"postgres://db/x\"\n", "store.blob_dir"},
+		{"[store]\npostgres_url = \"postgres://db/x\"\n", "store"},
+	} {
+		_, err := Parse("x.toml", []byte(good+tc.text))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%q: err = %v, want an error naming %s", tc.text, err, tc.key)
+		}
+	}
+}

@@ -167,6 +167,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	warnMissingSCRAM(store, logger)
 	authn := NewAuthenticator(store)
 	authn.Throttle = NewThrottle(cfg.Limits, logger)
 	authn.AllowPlaintextWithoutTLS = !cfg.TLS.AuthRequiresTLS()
@@ -181,6 +182,37 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Logger:  logger,
 		Audit:   auditLog,
 	}, nil
+}
+
+// warnMissingSCRAM logs the accounts that have no SCRAM keys (made before
+// SCRAM support and not logged in with a password since): the server
+// offers SCRAM-SHA-256 to everyone, and a client that picks it (mbsync and
+// other Cyrus SASL clients prefer it and do not fall back) fails for those
+// accounts like a wrong password until one PLAIN/LOGIN login or `letterbox
+// user passwd` stores their keys. Dovecot behaves the same with a passdb
+// lacking SCRAM credentials; the warning tells the operator who is
+// affected.
+func warnMissingSCRAM(store mailstore.Store, logger *slog.Logger) {
+	accts, err := store.Accounts(context.Background())
+	if err != nil {
+		return // the server's first real use of the store reports it
+	}
+	var missing []string
+	for _, a := range accts {
+		if a.SCRAMSHA256 == "" {
+			missing = append(missing, a.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	const show = 10
+	names := missing
+	if len(names) > show {
+		names = names[:show]
+	}
+	logger.Warn("accounts without SCRAM keys: a client choosing SCRAM-SHA-256 fails for them until one password login (PLAIN/LOGIN) or `letterbox user passwd`",
+		"count", len(missing), "first", strings.Join(names, ","))
 }
 
 // recorder is what the protocol servers record audit events with: nil

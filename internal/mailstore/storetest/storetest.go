@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) mailstore.Store) {
 		{"Lock", testLock},
 		{"Quota", testQuota},
 		{"Credentials", testCredentials},
+		{"Transfer", testTransfer},
 		{"Close", testClose},
 	}
 	for _, g := range groups {
