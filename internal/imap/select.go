@@ -307,6 +307,8 @@ func (s *session) reportExpunged(uids []mailstore.UID) {
 // and FETCH (FLAGS) for flag changes (RFC 9051 §7: unilateral responses
 // at command completion).
 func (s *session) update(expunges bool) {
+	gone := s.gone // UIDs this command's FETCH left out (fetch.go leftOut)
+	s.gone = nil
 	if s.sub == nil {
 		return
 	}
@@ -361,7 +363,7 @@ func (s *session) update(expunges bool) {
 				s.untagged("%d EXPUNGE", n)
 			}
 		case mailstore.ChangeFlags:
-			if m, ok := v.reported[ch.UID]; ok && m >= ch.ModSeq {
+			if m, ok := v.reported[ch.UID]; ok && m >= ch.ModSeq || gone[ch.UID] {
 				continue
 			}
 			if n := v.seqOf(ch.UID); n > 0 {

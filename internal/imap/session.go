@@ -63,6 +63,10 @@ type session struct {
 	account mailstore.Account
 	sub     *mailstore.Subscription
 	queue   []mailstore.Change // drained from sub, not yet reported
+	// gone holds the UIDs the current FETCH asked for and left out
+	// because the store no longer has them; update does not report flag
+	// changes of these (fetch.go).
+	gone map[mailstore.UID]bool
 
 	// releaseSlot gives back the account's session slot (Limiter).
 	releaseSlot func()
