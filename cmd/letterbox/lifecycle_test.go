@@ -58,7 +58,7 @@ func TestGracefulShutdown(t *testing.T) {
 	cfg := testConfig(t, dataDir, "")
 	letterbox(t, "pw\n", "user", "add", "--config", cfg, "u@test.example")
 	p := startServer(t, dataDir, "--config", cfg)
-	f := &mailFixture{t: t, srv: p, dataDir: dataDir, user: "u@test.example"}
+	f := &mailFixture{t: t, srv: p, dataDir: dataDir, cfg: cfg, user: "u@test.example"}
 	f.deliver(e2eMessages("gs")[:1])
 
 	pop, popR := dialText(t, p.Addr("pop3"))
@@ -120,7 +120,7 @@ func TestDeliverCommand(t *testing.T) {
 	if _, stderr, code := letterbox(t, msg, "deliver", "--config", cfg, "-f", "cron@test.example", "u@test.example", "V+tag@Test.Example"); code != 0 {
 		t.Fatalf("deliver: exit %d: %s", code, stderr)
 	}
-	f := &mailFixture{t: t, dataDir: dataDir, user: "u@test.example"}
+	f := &mailFixture{t: t, dataDir: dataDir, cfg: cfg, user: "u@test.example"}
 	got := f.stored()
 	wantBody := strings.ReplaceAll(msg, "\n", "\r\n")
 	if len(got) != 1 || !strings.HasPrefix(string(got[0]), "Return-Path: <cron@test.example>\r\nReceived: by mx.test.example") ||

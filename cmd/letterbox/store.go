@@ -170,13 +170,13 @@ func cmdStoreMigrate(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	store, err := server.OpenStore(cfg, newLogger(cfg, stderr))
-	if err == nil {
-		err = store.Close()
-	}
+	applied, err := server.MigrateStore(cfg, newLogger(cfg, stderr))
 	if err != nil {
 		fmt.Fprintf(stderr, "letterbox store migrate: %v\n", err)
 		return exitFailure
+	}
+	if applied > 0 {
+		fmt.Fprintf(stdout, "applied %d migration(s)\n", applied)
 	}
 	fmt.Fprintln(stdout, "schema up to date")
 	return exitOK

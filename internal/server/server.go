@@ -25,6 +25,7 @@ import (
 	"github.com/letterbox/letterbox/internal/delivery"
 	"github.com/letterbox/letterbox/internal/imap"
 	"github.com/letterbox/letterbox/internal/mailstore"
+	"github.com/letterbox/letterbox/internal/mailstore/postgres"
 	"github.com/letterbox/letterbox/internal/mailstore/sqlite"
 	"github.com/letterbox/letterbox/internal/pop3"
 	"github.com/letterbox/letterbox/internal/smtp"
@@ -67,12 +68,41 @@ type listener struct {
 	srv  protocolServer
 }
 
-// OpenStore opens the mail store the config names.
+// storeOpenTimeout bounds connecting to (and migrating) a PostgreSQL
+// store at start.
+const storeOpenTimeout = time.Minute
+
+// OpenStore opens the mail store the config's [store] names: the embedded
+// sqlite store in data_dir, or the postgres backend (whose schema it brings
+// up to date, see postgres.Migrate).
 func OpenStore(cfg *config.Config, logger *slog.Logger) (mailstore.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w", cfg.DataDir, err)
 	}
+	if cfg.Store.Backend == config.BackendPostgres {
+		if err := os.MkdirAll(cfg.Store.BlobDir, 0o700); err != nil {
+			return nil, fmt.Errorf("store.blob_dir %s: %w", cfg.Store.BlobDir, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+		defer cancel()
+		return postgres.Open(ctx, postgres.Options{URL: cfg.Store.PostgresURL, BlobDir: cfg.Store.BlobDir, Logger: logger})
+	}
 	return sqlite.Open(cfg.DataDir, logger)
+}
+
+// MigrateStore brings the store's schema up to date and reports how many
+// migrations it applied (`letterbox store migrate`).
+func MigrateStore(cfg *config.Config, logger *slog.Logger) (int, error) {
+	if cfg.Store.Backend == config.BackendPostgres {
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+		defer cancel()
+		return postgres.Migrate(ctx, cfg.Store.PostgresURL)
+	}
+	st, err := OpenStore(cfg, logger) // sqlite migrates when it opens
+	if err != nil {
+		return 0, err
+	}
+	return 0, st.Close()
 }
 
 // NewAuthenticator returns the authenticator over store's accounts, with
