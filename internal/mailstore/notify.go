@@ -87,6 +87,15 @@ func (h *Hub) Publish(accountID int64, changes ...Change) {
 	}
 }
 
+// Subscribers reports how many open subscriptions the account has. A
+// backend that keeps per-account state for publishing (the postgres
+// backend's watermarks) uses it to drop that state once nobody listens.
+func (h *Hub) Subscribers(accountID int64) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[accountID])
+}
+
 func (h *Hub) remove(s *Subscription) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -92,10 +92,12 @@
 // reconnects with backoff and then scans every watched account: the scans
 // catch up by MODSEQ, so nothing committed meanwhile is lost.
 //
-// Limitation: mailstore.Hub does not report when an account's last
-// subscription closes, so a node keeps the watermarks (a few words per
-// mailbox) of every account subscribed since Open and keeps scanning such
-// accounts when they change.
+// A sweep every 30 seconds drops the watermarks of accounts whose last
+// local subscription has closed (mailstore.Hub.Subscribers), and compares
+// the watched accounts' mailboxes (count, highest ID, sum of
+// HIGHESTMODSEQs; one statement for all of them) with what was published,
+// scanning those that differ: a change whose NOTIFY never came (its node
+// crashed between COMMIT and NOTIFY) is published at most one sweep late.
 //
 // # Mailbox locks
 //
@@ -127,6 +129,6 @@
 // the database server (SQLSTATE 53100) is reported as
 // mailstore.ErrInsufficientStorage. Notifications resume after an outage
 // by the catch-up scan described above; a node that crashes between a
-// COMMIT and its NOTIFY leaves the other nodes to learn of that change with
-// the next change of the same account.
+// COMMIT and its NOTIFY leaves the other nodes to learn of that change
+// from their next sweep.
 package postgres

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,6 +89,9 @@ type Store struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
+
+	// skipNotify makes the node send no NOTIFY (tests of the sweep).
+	skipNotify atomic.Bool
 }
 
 var _ mailstore.Store = (*Store)(nil)
