@@ -378,3 +378,19 @@ func fetchLiterals(a *auditClient, tag, cmd string) [][]byte {
 		}
 	}
 }
+
+// TestDeliverCommandReachesIdle: with the postgres backend, a message
+// stored by `letterbox deliver` (another process, as an MTA's local
+// delivery would run it) reaches a running server's IDLE session, which
+// the embedded store's in-process notifications cannot do
+// (docs/architecture.md, known limits).
+func TestDeliverCommandReachesIdle(t *testing.T) {
+	postgresOnly(t)
+	c := startCluster(t, 1, "u@test.example")
+	idle := startIdle(t, c.nodes[0].Addr("imap"), "u@test.example")
+	if _, stderr, code := letterbox(t, string(testMessage("d1")), "deliver", "--config", c.cfgs[0], "-f", "cron@test.example", "u@test.example"); code != 0 {
+		t.Fatalf("deliver: exit %d: %s", code, stderr)
+	}
+	d := idle.await(regexp.MustCompile(`^\* 1 EXISTS$`), time.Second, "EXISTS for `letterbox deliver`")
+	t.Logf("letterbox deliver -> EXISTS on the server's IDLE session: %v after the command exited", d)
+}

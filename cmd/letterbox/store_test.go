@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/letterbox/letterbox/internal/config"
 	"github.com/letterbox/letterbox/internal/mailstore"
 )
 
@@ -211,10 +212,18 @@ func firstDiff(got, want string) string {
 // with the same passwords (hash and SCRAM keys copied). New mail continues
 // at the copied UIDNEXT with a MODSEQ above the copied HIGHESTMODSEQ. A
 // second copy into the now non-empty destination fails, saying so, and
-// changes nothing; a copy onto the source itself is refused.
+// changes nothing; a copy onto the source itself is refused. In the
+// postgres pass the copy goes from the embedded store to PostgreSQL and
+// then back to a new embedded store, which must show the same again.
 func TestStoreCopy(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	cfgA, cfgB := testConfig(t, dirA, ""), testConfig(t, dirB, "")
+	// sqlite pass: sqlite to sqlite. postgres pass: the embedded store
+	// to PostgreSQL, and below back into a new embedded store.
+	crossBackend := testBackend() == config.BackendPostgres
+	if crossBackend {
+		cfgA = writeConfig(t, dirA, "", "")
+	}
 	st := openStore(t, cfgA)
 	_, ok := st.(mailstore.Transfer)
 	st.Close()
@@ -346,6 +355,23 @@ func TestStoreCopy(t *testing.T) {
 	}
 	if code := srvB.Stop(t); code != 0 {
 		t.Fatalf("server B exit %d", code)
+	}
+	if crossBackend {
+		// And back: PostgreSQL to a new embedded store.
+		dirC := t.TempDir()
+		cfgC := writeConfig(t, dirC, "", "")
+		if stdout, stderr, code := letterbox(t, "", "store", "copy", "--from", cfgB, "--to", cfgC); code != 0 {
+			t.Fatalf("store copy postgres -> sqlite: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		srvC := startServer(t, dirC, "--config", cfgC)
+		for _, u := range users {
+			if got := clientView(t, srvC, u.name, u.pass); got != before[u.name] {
+				t.Fatalf("%s on the copy back to sqlite: %s", u.name, firstDiff(got, before[u.name]))
+			}
+		}
+		if code := srvC.Stop(t); code != 0 {
+			t.Fatalf("server C exit %d", code)
+		}
 	}
 	stdout, stderr, code = letterbox(t, "", "store", "copy", "--from", cfgA, "--to", cfgB)
 	if code == 0 || !strings.Contains(stderr, "destination store is not empty") || !strings.Contains(stderr, "unchanged") || stdout != "" {
