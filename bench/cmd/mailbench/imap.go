@@ -31,13 +31,25 @@ import (
 var imapOps = []string{"select", "uidfetch", "envelope", "body", "store", "search", "mixed"}
 
 type imapOptions struct {
-	Addr      string
+	Addr string // the setup, warm-up and restore connections go here
+	// Addrs are the addresses the step clients use, round-robin (client k
+	// connects to Addrs[k mod n]); empty means Addr.
+	Addrs     []string
 	User      string
 	Password  string
 	OpTimeout time.Duration
 	Duration  time.Duration
 	MinOps    int
 	Seed      uint64
+	CPU       *cpuWatch // when set, CPU time over each step (imapStep.CPU)
+}
+
+// clientAddr is the address of step client k.
+func (o *imapOptions) clientAddr(k int) string {
+	if len(o.Addrs) == 0 {
+		return o.Addr
+	}
+	return addrFor(o.Addrs, k)
 }
 
 // imapMailbox is what the setup learned about the INBOX, updated by steps
@@ -718,6 +730,7 @@ type imapStep struct {
 	Errors     []string
 	Parts      map[string]time.Duration // mixed: latency by command
 	Unreported int
+	CPU        map[string]float64 // cpuWatch.since over the timed part
 }
 
 func runIMAPStep(ctx context.Context, opt *imapOptions, mb *imapMailbox, op string, n int) *imapStep {
@@ -749,7 +762,7 @@ func runIMAPStep(ctx context.Context, opt *imapOptions, mb *imapMailbox, op stri
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			t0 := time.Now()
-			ic, err := dialIMAP(opt.Addr, opt.OpTimeout)
+			ic, err := dialIMAP(opt.clientAddr(k), opt.OpTimeout)
 			if err == nil {
 				if err = ic.login(opt.User, opt.Password); err != nil {
 					ic.c.Close()
@@ -764,7 +777,7 @@ func runIMAPStep(ctx context.Context, opt *imapOptions, mb *imapMailbox, op stri
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				fail(fmt.Sprintf("client %d: %v", k, err))
+				fail(fmt.Sprintf("client %d (%s): %v", k, opt.clientAddr(k), err))
 				return
 			}
 			st.Logins = append(st.Logins, login)
@@ -813,10 +826,15 @@ func runIMAPStep(ctx context.Context, opt *imapOptions, mb *imapMailbox, op stri
 			}
 		}()
 	}
+	cpu0 := opt.CPU.snap()
 	t0 = time.Now()
 	close(start)
 	wg.Wait()
 	st.Elapsed = time.Since(t0)
+	if opt.CPU != nil {
+		st.CPU = map[string]float64{}
+		opt.CPU.since(cpu0, st.CPU)
+	}
 	if ctx.Err() != nil {
 		fail("stopped: " + ctx.Err().Error())
 	}
@@ -833,9 +851,9 @@ func runIMAPStep(ctx context.Context, opt *imapOptions, mb *imapMailbox, op stri
 	return st
 }
 
-// warmupSession logs in, selects INBOX and logs out.
-func warmupSession(opt *imapOptions) error {
-	ic, err := dialIMAP(opt.Addr, opt.OpTimeout)
+// warmupSession logs in at addr, selects INBOX and logs out.
+func warmupSession(opt *imapOptions, addr string) error {
+	ic, err := dialIMAP(addr, opt.OpTimeout)
 	if err != nil {
 		return err
 	}
@@ -885,7 +903,7 @@ func cmdIMAP(args []string) error {
 	fs := flag.NewFlagSet("imap", flag.ExitOnError)
 	p := mixFlags(fs)
 	opt := imapOptions{}
-	fs.StringVar(&opt.Addr, "addr", "127.0.0.1:1143", "IMAP server address")
+	addrList := fs.String("addr", "127.0.0.1:1143", "IMAP server address; several, comma-separated, spread the step clients round-robin (client k uses the (k mod n)-th; setup uses the first)")
 	fs.StringVar(&opt.User, "user", "", "login (default user1@DOMAIN); its INBOX must hold the whole mix of that user")
 	fs.StringVar(&opt.Password, "password", "pw", "password")
 	fs.DurationVar(&opt.OpTimeout, "op-timeout", 120*time.Second, "timeout of one command")
@@ -896,8 +914,20 @@ func cmdIMAP(args []string) error {
 	warmups := fs.Int("warmup-sessions", 2, "sessions (LOGIN, SELECT, LOGOUT) after the setup check, before the first step (see bench/README.md)")
 	label := fs.String("server", "server", "server label for the results")
 	limit := fs.Duration("timeout", 15*time.Minute, "stop after this long (counts as failure)")
+	watch := fs.String("cpu-watch", "", "LABEL=PID,...: record the CPU seconds of these process trees over each step (details cpu_s_LABEL)")
 	fs.Parse(args)
 	if err := checkMix(p); err != nil {
+		return err
+	}
+	addrs, err := splitAddrs(*addrList)
+	if err != nil {
+		return err
+	}
+	opt.Addr = addrs[0]
+	if len(addrs) > 1 {
+		opt.Addrs = addrs
+	}
+	if opt.CPU, err = parseCPUWatch(*watch); err != nil {
 		return err
 	}
 	opt.Seed = p.Seed
@@ -931,9 +961,12 @@ func cmdIMAP(args []string) error {
 	// stays slow for its whole life (3.4 ms per SELECT against 0.15 ms in
 	// every later session, measured on 10,000 messages): a mailbox that
 	// has seen a few sessions is the steady state to measure.
-	for i := 0; i < *warmups; i++ {
-		if err := warmupSession(&opt); err != nil {
-			return fmt.Errorf("warm-up session: %w", err)
+	// With several addresses (nodes), each gets its warm-up sessions.
+	for _, a := range addrs {
+		for i := 0; i < *warmups; i++ {
+			if err := warmupSession(&opt, a); err != nil {
+				return fmt.Errorf("warm-up session at %s: %w", a, err)
+			}
 		}
 	}
 	failed := 0
@@ -964,6 +997,12 @@ func cmdIMAP(args []string) error {
 			if st.Unreported > 0 {
 				r.Details["store_without_fetch"] = float64(st.Unreported)
 			}
+			if len(addrs) > 1 {
+				r.Details["addrs"] = float64(len(addrs))
+			}
+			for k, v := range st.CPU {
+				r.Details[k] = v
+			}
 			var parts []string
 			for _, k := range []string{"noop", "newmail", "flagsync", "headers", "bodies", "seen", "move"} {
 				if v, ok := st.Parts[k]; ok && st.Ops > 0 {
@@ -991,6 +1030,7 @@ func cmdIMAP(args []string) error {
 				fmt.Fprintf(os.Stderr, "; ms p50 %.2f p99 %.2f first %.1f; login %.0f ms", r.LatencyMs.P50, r.LatencyMs.P99, ms(st.First), r.LoginMs)
 			}
 			printLoad(r.Machine)
+			printCPU(st.CPU)
 			if len(parts) > 0 {
 				fmt.Fprintf(os.Stderr, "  ms per cycle: %s\n", strings.Join(parts, ", "))
 			}

@@ -424,7 +424,7 @@ func cmdIMAPIdle(args []string) error {
 	raw := p.Build(msgID)
 	msg := Message{ID: msgID, Size: len(raw), Rcpts: users, Wire: dotStuff(raw)}
 	lopt := lmtpOptions{Addr: *lmtpAddr, Sender: "bench-sender@example.net", LHLO: "mailbench.localhost", OpTimeout: *opTimeout}
-	lc, err := dialLMTP(&lopt)
+	lc, err := dialLMTP(&lopt, lopt.Addr)
 	if err != nil {
 		return fmt.Errorf("LMTP: %w", err)
 	}

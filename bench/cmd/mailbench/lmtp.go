@@ -22,12 +22,18 @@ import (
 // without pipelining would see it. Connections are reused across messages.
 
 type lmtpOptions struct {
+	// Addr is one server address, or several separated by commas:
+	// connection i then goes to the (i mod n)-th, like a TCP load balancer
+	// spreading connections over server nodes.
 	Addr      string
 	Conns     int
 	Sender    string
 	LHLO      string
 	OpTimeout time.Duration
 	Progress  time.Duration
+	// CPU, when set, accounts the CPU time of the watched processes over
+	// the measured interval (lmtpStats.CPU).
+	CPU *cpuWatch
 }
 
 type lmtpStats struct {
@@ -39,6 +45,11 @@ type lmtpStats struct {
 	Latencies  []time.Duration
 	Errors     []string
 	Elapsed    time.Duration
+	// PerAddr counts the deliveries made through each address (index as
+	// in the -addr list); connections take messages from one shared queue,
+	// so a faster node gets more.
+	PerAddr []int
+	CPU     map[string]float64 // cpuWatch.since, when opt.CPU is set
 }
 
 // replyError is a well-formed but unwanted server reply.
@@ -82,10 +93,11 @@ func readReply(br *bufio.Reader) (int, string, error) {
 }
 
 type lmtpConn struct {
-	c   net.Conn
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	opt *lmtpOptions
+	addr string
+	c    net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	opt  *lmtpOptions
 }
 
 func (lc *lmtpConn) deadline() { lc.c.SetDeadline(time.Now().Add(lc.opt.OpTimeout)) }
@@ -102,12 +114,12 @@ func (lc *lmtpConn) cmd(line string) (int, string, error) {
 	return readReply(lc.br)
 }
 
-func dialLMTP(opt *lmtpOptions) (*lmtpConn, error) {
-	c, err := net.DialTimeout("tcp", opt.Addr, opt.OpTimeout)
+func dialLMTP(opt *lmtpOptions, addr string) (*lmtpConn, error) {
+	c, err := net.DialTimeout("tcp", addr, opt.OpTimeout)
 	if err != nil {
 		return nil, err
 	}
-	lc := &lmtpConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), opt: opt}
+	lc := &lmtpConn{addr: addr, c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), opt: opt}
 	lc.deadline()
 	code, text, err := readReply(lc.br)
 	if err == nil && code != 220 {
@@ -191,14 +203,18 @@ func (lc *lmtpConn) deliver(m *Message) (ok int, failed []string, err error) {
 func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, error) {
 	// Open every connection before the clock starts, so connection setup
 	// (Dovecot forks a process per connection) is not part of the rate.
+	addrs, err := splitAddrs(opt.Addr)
+	if err != nil {
+		return nil, err
+	}
 	conns := make([]*lmtpConn, opt.Conns)
 	for i := range conns {
-		lc, err := dialLMTP(&opt)
+		lc, err := dialLMTP(&opt, addrFor(addrs, i))
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.quit()
 			}
-			return nil, fmt.Errorf("connection %d: %w", i+1, err)
+			return nil, fmt.Errorf("connection %d (%s): %w", i+1, addrFor(addrs, i), err)
 		}
 		conns[i] = lc
 	}
@@ -206,7 +222,7 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 		next       atomic.Int64
 		deliveries atomic.Int64
 		mu         sync.Mutex
-		st         = &lmtpStats{}
+		st         = &lmtpStats{PerAddr: make([]int, len(addrs))}
 		wg         sync.WaitGroup
 	)
 	addErr := func(s string) {
@@ -214,6 +230,7 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 			st.Errors = append(st.Errors, s)
 		}
 	}
+	cpu0 := opt.CPU.snap()
 	start := time.Now()
 	done := make(chan struct{})
 	if opt.Progress > 0 {
@@ -235,7 +252,7 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 	}
 	for w := range conns {
 		wg.Add(1)
-		go func(lc *lmtpConn) {
+		go func(ai int, lc *lmtpConn) {
 			defer wg.Done()
 			var lat []time.Duration
 			var nmsg, ndel, nfail int
@@ -266,7 +283,7 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 					lc.c.Close()
 					// One reconnect attempt, so a single dropped connection
 					// shows up as failures instead of ending the run.
-					if lc, err = dialLMTP(&opt); err != nil {
+					if lc, err = dialLMTP(&opt, addrs[ai]); err != nil {
 						errs = append(errs, fmt.Sprintf("reconnect: %v", err))
 						lc = nil
 						break
@@ -280,6 +297,7 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 			st.Latencies = append(st.Latencies, lat...)
 			st.Messages += nmsg
 			st.Deliveries += ndel
+			st.PerAddr[ai] += ndel
 			st.Failures += nfail
 			st.Octets += octets
 			st.SentOctets += sent
@@ -287,10 +305,14 @@ func runLMTP(ctx context.Context, opt lmtpOptions, msgs []Message) (*lmtpStats, 
 				addErr(e)
 			}
 			mu.Unlock()
-		}(conns[w])
+		}(w%len(addrs), conns[w])
 	}
 	wg.Wait()
 	st.Elapsed = time.Since(start)
+	if opt.CPU != nil {
+		st.CPU = map[string]float64{}
+		opt.CPU.since(cpu0, st.CPU)
+	}
 	close(done)
 	// Messages never attempted (a worker gave up, or ctx ended) are failures.
 	if n := int(next.Load()); n < len(msgs) || ctx.Err() != nil {

@@ -13,6 +13,10 @@
 //	mailbench freeport -n 4              print N free loopback TCP ports
 //	mailbench wait   -addr A,B -timeout 30s   wait until every address greets
 //	mailbench report -in results.jsonl -out summary.json   comparison table
+//	mailbench scalereport -in results.jsonl -configs embedded,pg-1-node,...
+//
+// lmtp and imap take several comma-separated -addr values (server nodes):
+// connection/client i uses the (i mod n)-th, like a TCP load balancer.
 //
 // It uses only the Go standard library and talks only to the addresses it is
 // given (bench/run.sh gives it loopback addresses).
@@ -48,6 +52,8 @@ commands:
   freeport  print free loopback TCP ports
   wait      wait until servers accept connections and send a greeting
   report    turn JSON result lines into the Letterbox/Dovecot comparison
+  scalereport  the scale-out table (bench/scaleout.sh): one column per
+            configuration, ratios against the first, CPU split per step
 
 run "mailbench COMMAND -h" for the flags of a command`)
 	os.Exit(2)
@@ -80,6 +86,8 @@ func main() {
 		err = cmdWait(args)
 	case "report":
 		err = cmdReport(args)
+	case "scalereport":
+		err = cmdScaleReport(args)
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -199,7 +207,7 @@ func cmdLMTP(args []string) error {
 	fs := flag.NewFlagSet("lmtp", flag.ExitOnError)
 	p := mixFlags(fs)
 	opt := lmtpOptions{}
-	fs.StringVar(&opt.Addr, "addr", "127.0.0.1:2424", "LMTP server address")
+	fs.StringVar(&opt.Addr, "addr", "127.0.0.1:2424", "LMTP server address; several, comma-separated, spread the connections round-robin (connection i uses the (i mod n)-th)")
 	fs.IntVar(&opt.Conns, "c", 1, "concurrent connections")
 	fs.StringVar(&opt.Sender, "sender", "bench-sender@example.net", "envelope sender")
 	fs.StringVar(&opt.LHLO, "lhlo", "mailbench.localhost", "LHLO name")
@@ -208,12 +216,20 @@ func cmdLMTP(args []string) error {
 	label := fs.String("server", "server", "server label for the result")
 	kind := fs.String("kind", "lmtp", `result kind: "lmtp" for the table, "lmtp-fill" for a delivery that only fills a mailbox`)
 	limit := fs.Duration("timeout", 15*time.Minute, "stop the run after this long (counts as failure)")
+	watch := fs.String("cpu-watch", "", "LABEL=PID,...: record the CPU seconds of these process trees over the measurement (details cpu_s_LABEL)")
 	fs.Parse(args)
 	if err := checkMix(p); err != nil {
 		return err
 	}
 	if opt.Conns < 1 {
 		return fmt.Errorf("-c must be at least 1")
+	}
+	addrs, err := splitAddrs(opt.Addr)
+	if err != nil {
+		return err
+	}
+	if opt.CPU, err = parseCPUWatch(*watch); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	msgs := p.Generate()
@@ -236,6 +252,18 @@ func cmdLMTP(args []string) error {
 		Failures: st.Failures, Octets: st.Octets, Seconds: round3(sec),
 		PerSec: round3(float64(st.Deliveries) / sec), MiBPerSec: round3(float64(st.Octets) / (1 << 20) / sec),
 		LatencyMs: percentiles(st.Latencies), Machine: lm.stop(), Errors: st.Errors}
+	if len(addrs) > 1 || st.CPU != nil {
+		r.Details = map[string]float64{}
+		for k, v := range st.CPU {
+			r.Details[k] = v
+		}
+	}
+	if len(addrs) > 1 {
+		r.Details["addrs"] = float64(len(addrs))
+		for i, n := range st.PerAddr {
+			r.Details[fmt.Sprintf("deliveries_addr%d", i+1)] = float64(n)
+		}
+	}
 	emit(r)
 	fmt.Fprintf(os.Stderr, "%s lmtp c=%d: %d deliveries of %d messages in %.2fs = %.1f deliveries/s, %.1f msg/s, %.2f MiB/s",
 		*label, opt.Conns, st.Deliveries, st.Messages, sec, r.PerSec, float64(st.Messages)/sec, r.MiBPerSec)
@@ -243,6 +271,10 @@ func cmdLMTP(args []string) error {
 		fmt.Fprintf(os.Stderr, "; latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f", r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99, r.LatencyMs.Max)
 	}
 	printLoad(r.Machine)
+	if len(addrs) > 1 {
+		fmt.Fprintf(os.Stderr, "  deliveries per address: %v\n", st.PerAddr)
+	}
+	printCPU(r.Details)
 	if st.Failures > 0 || len(st.Errors) > 0 {
 		for _, e := range st.Errors {
 			fmt.Fprintln(os.Stderr, "  error:", e)
@@ -384,6 +416,20 @@ func cmdMixInfo(args []string) error {
 		fmt.Printf("  %s: %d messages\n", name, len(exp[name]))
 	}
 	return nil
+}
+
+// printCPU prints the cpu_s_* details of a result, if any.
+func printCPU(d map[string]float64) {
+	var parts []string
+	for k, v := range d {
+		if l, ok := strings.CutPrefix(k, "cpu_s_"); ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", l, v))
+		}
+	}
+	if len(parts) > 0 {
+		slices.Sort(parts)
+		fmt.Fprintf(os.Stderr, "  CPU seconds: %s\n", strings.Join(parts, ", "))
+	}
 }
 
 func printLoad(m *machineLoad) {

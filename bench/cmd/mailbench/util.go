@@ -148,3 +148,21 @@ func (m *loadMeter) stop() *machineLoad {
 	iow := float64(end.iowait - m.start.iowait)
 	return &machineLoad{Load1: m.load1, CPUBusy: round3((t - idle - iow) / t), IOWait: round3(iow / t)}
 }
+
+// splitAddrs parses an -addr value: one host:port, or several separated by
+// commas (several server nodes behind one imaginary load balancer).
+func splitAddrs(s string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("bad address %q in %q: %v", a, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// addrFor is the address client (connection) i uses: round-robin over
+// addrs, as a TCP load balancer spreads new connections over its backends.
+func addrFor(addrs []string, i int) string { return addrs[i%len(addrs)] }
