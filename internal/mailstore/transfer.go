@@ -2,6 +2,9 @@ package mailstore
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -64,4 +67,86 @@ type ImportMessage struct {
 	Flags        []string
 	InternalDate time.Time
 	SaveDate     time.Time
+}
+
+// CheckImport checks what can be checked of an ImportMessages call without
+// the store: a spool for every message, valid flags (returned canonical,
+// per message), dates that are set and storable (StorableTime), and the
+// UIDs and MODSEQs (CheckImportEntries, with the entries returned for
+// CheckImportBounds). Backends call it before they touch anything.
+func CheckImport(msgs []ImportMessage) (flags [][]string, entries []Expunged, err error) {
+	flags = make([][]string, len(msgs))
+	entries = make([]Expunged, len(msgs))
+	for i, m := range msgs {
+		if m.Spool == nil {
+			return nil, nil, fmt.Errorf("%w: import: message %d: nil spool", ErrNotAllowed, i+1)
+		}
+		f, err := CanonicalFlags(m.Flags)
+		if err != nil {
+			return nil, nil, fmt.Errorf("import: UID %d: %w", m.UID, err)
+		}
+		flags[i] = f
+		for _, d := range []struct {
+			what string
+			t    time.Time
+		}{{"internal date", m.InternalDate}, {"save date", m.SaveDate}} {
+			if d.t.IsZero() || !StorableTime(d.t) {
+				return nil, nil, fmt.Errorf("%w: import: UID %d: %s %v cannot be stored", ErrNotAllowed, m.UID, d.what, d.t)
+			}
+		}
+		entries[i] = Expunged{UID: m.UID, ModSeq: m.ModSeq}
+	}
+	if err := CheckImportEntries(entries); err != nil {
+		return nil, nil, err
+	}
+	return flags, entries, nil
+}
+
+// CheckImportEntries checks imported UIDs and MODSEQs without the
+// mailbox: no zero UID or MODSEQ, MODSEQs that fit a signed 64-bit column,
+// no UID twice in one call.
+func CheckImportEntries(es []Expunged) error {
+	uids := make([]UID, len(es))
+	for i, e := range es {
+		switch {
+		case e.UID == 0:
+			return fmt.Errorf("%w: import: UID 0", ErrNotAllowed)
+		case e.ModSeq == 0:
+			return fmt.Errorf("%w: import: UID %d: MODSEQ 0", ErrNotAllowed, e.UID)
+		case e.ModSeq > math.MaxInt64:
+			return fmt.Errorf("%w: import: UID %d: MODSEQ %d too large", ErrNotAllowed, e.UID, e.ModSeq)
+		}
+		uids[i] = e.UID
+	}
+	slices.Sort(uids)
+	for i := 1; i < len(uids); i++ {
+		if uids[i] == uids[i-1] {
+			return fmt.Errorf("%w: import: UID %d given twice", ErrNotAllowed, uids[i])
+		}
+	}
+	return nil
+}
+
+// CheckImportBounds checks imported UIDs and MODSEQs against the mailbox
+// they go into (read in the importing transaction): each UID below
+// UIDNEXT, each MODSEQ at most HIGHESTMODSEQ. That a UID is not already
+// present is the backend's check.
+func CheckImportBounds(mb *Mailbox, es []Expunged) error {
+	for _, e := range es {
+		if e.UID >= mb.UIDNext {
+			return fmt.Errorf("%w: import into %q: UID %d is not below UIDNEXT %d", ErrNotAllowed, mb.Name, e.UID, mb.UIDNext)
+		}
+		if e.ModSeq > mb.HighestModSeq {
+			return fmt.Errorf("%w: import into %q: UID %d: MODSEQ %d is above HIGHESTMODSEQ %d",
+				ErrNotAllowed, mb.Name, e.UID, e.ModSeq, mb.HighestModSeq)
+		}
+	}
+	return nil
+}
+
+// StorableTime reports whether t survives the backends' stored form of
+// times (Unix nanoseconds in a signed 64-bit column: the years 1678 to
+// 2262).
+func StorableTime(t time.Time) bool {
+	return !t.Before(time.Unix(0, math.MinInt64)) && !t.After(time.Unix(0, math.MaxInt64))
 }

@@ -72,12 +72,6 @@ func (s *Store) ExpungeLog(ctx context.Context, mailboxID int64) ([]mailstore.Ex
 	return out, nil
 }
 
-// storableTime reports whether t survives the stored form (Unix
-// nanoseconds in an int64: the years 1678 to 2262).
-func storableTime(t time.Time) bool {
-	return !t.Before(time.Unix(0, math.MinInt64)) && !t.After(time.Unix(0, math.MaxInt64))
-}
-
 // ImportAccount creates an account with a's name, credentials, creation
 // time and quotas, and no mailboxes. A zero creation time means now.
 func (s *Store) ImportAccount(ctx context.Context, a mailstore.Account) (mailstore.Account, error) {
@@ -88,7 +82,7 @@ func (s *Store) ImportAccount(ctx context.Context, a mailstore.Account) (mailsto
 	if a.QuotaBytes < 0 || a.QuotaMessages < 0 {
 		return mailstore.Account{}, fmt.Errorf("%w: negative quota", mailstore.ErrNotAllowed)
 	}
-	if !a.Created.IsZero() && !storableTime(a.Created) {
+	if !a.Created.IsZero() && !mailstore.StorableTime(a.Created) {
 		return mailstore.Account{}, fmt.Errorf("%w: account %s: creation time %v cannot be stored", mailstore.ErrNotAllowed, name, a.Created)
 	}
 	if err := s.enter(); err != nil {
@@ -188,28 +182,8 @@ func (s *Store) ImportMessages(ctx context.Context, mailboxID int64, msgs []mail
 			}
 		}
 	}()
-	flags := make([][]string, len(msgs))
-	entries := make([]mailstore.Expunged, len(msgs))
-	for i, m := range msgs {
-		if m.Spool == nil {
-			return fmt.Errorf("postgres: import: message %d: nil spool", i+1)
-		}
-		f, err := mailstore.CanonicalFlags(m.Flags)
-		if err != nil {
-			return fmt.Errorf("postgres: import: UID %d: %w", m.UID, err)
-		}
-		flags[i] = f
-		for _, d := range []struct {
-			what string
-			t    time.Time
-		}{{"internal date", m.InternalDate}, {"save date", m.SaveDate}} {
-			if d.t.IsZero() || !storableTime(d.t) {
-				return fmt.Errorf("%w: import: UID %d: %s %v cannot be stored", mailstore.ErrNotAllowed, m.UID, d.what, d.t)
-			}
-		}
-		entries[i] = mailstore.Expunged{UID: m.UID, ModSeq: m.ModSeq}
-	}
-	if err := checkImportEntries(entries); err != nil {
+	flags, entries, err := mailstore.CheckImport(msgs)
+	if err != nil {
 		return err
 	}
 	if err := s.enter(); err != nil {
@@ -233,7 +207,7 @@ func (s *Store) ImportMessages(ctx context.Context, mailboxID int64, msgs []mail
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(sds[a].id, sds[b].id) })
-	err := s.txn(ctx, func(tx pgx.Tx) error {
+	err = s.txn(ctx, func(tx pgx.Tx) error {
 		// Every check before the first spool moves into the blob tree
 		// (without the lock: blob rows come first in the lock order),
 		// and again under the lock.
@@ -313,7 +287,7 @@ func (s *Store) ImportMessages(ctx context.Context, mailboxID int64, msgs []mail
 // ImportExpunged adds entries to a mailbox's expunge log, all or none,
 // with the rules of ImportMessages.
 func (s *Store) ImportExpunged(ctx context.Context, mailboxID int64, log []mailstore.Expunged) error {
-	if err := checkImportEntries(log); err != nil {
+	if err := mailstore.CheckImportEntries(log); err != nil {
 		return err
 	}
 	if err := s.enter(); err != nil {
@@ -342,44 +316,15 @@ func (s *Store) ImportExpunged(ctx context.Context, mailboxID int64, log []mails
 	})
 }
 
-// checkImportEntries checks what can be checked of imported UIDs and
-// MODSEQs without the mailbox: no zero UID or MODSEQ, MODSEQs that fit the
-// database, no UID twice in one call.
-func checkImportEntries(es []mailstore.Expunged) error {
-	uids := make([]mailstore.UID, len(es))
-	for i, e := range es {
-		switch {
-		case e.UID == 0:
-			return fmt.Errorf("%w: import: UID 0", mailstore.ErrNotAllowed)
-		case e.ModSeq == 0:
-			return fmt.Errorf("%w: import: UID %d: MODSEQ 0", mailstore.ErrNotAllowed, e.UID)
-		case e.ModSeq > math.MaxInt64:
-			return fmt.Errorf("%w: import: UID %d: MODSEQ %d too large", mailstore.ErrNotAllowed, e.UID, e.ModSeq)
-		}
-		uids[i] = e.UID
-	}
-	slices.Sort(uids)
-	for i := 1; i < len(uids); i++ {
-		if uids[i] == uids[i-1] {
-			return fmt.Errorf("%w: import: UID %d given twice", mailstore.ErrNotAllowed, uids[i])
-		}
-	}
-	return nil
-}
-
 // checkImportPlace checks imported UIDs and MODSEQs against the mailbox:
 // each UID below UIDNEXT and not present (neither a message nor an
 // expunge-log entry), each MODSEQ at most HIGHESTMODSEQ.
 func checkImportPlace(ctx context.Context, tx pgx.Tx, mb *mailstore.Mailbox, es []mailstore.Expunged) error {
+	if err := mailstore.CheckImportBounds(mb, es); err != nil {
+		return err
+	}
 	uids := make([]int64, len(es))
 	for i, e := range es {
-		if e.UID >= mb.UIDNext {
-			return fmt.Errorf("%w: import into %q: UID %d is not below UIDNEXT %d", mailstore.ErrNotAllowed, mb.Name, e.UID, mb.UIDNext)
-		}
-		if e.ModSeq > mb.HighestModSeq {
-			return fmt.Errorf("%w: import into %q: UID %d: MODSEQ %d is above HIGHESTMODSEQ %d",
-				mailstore.ErrNotAllowed, mb.Name, e.UID, e.ModSeq, mb.HighestModSeq)
-		}
 		uids[i] = int64(e.UID)
 	}
 	var present int64
