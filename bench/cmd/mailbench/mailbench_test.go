@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -590,5 +591,244 @@ func TestProcTreeMem(t *testing.T) {
 	}
 	if _, err := procTreeMem(1 << 30); err == nil {
 		t.Fatal("a missing process was measured")
+	}
+}
+
+func TestSplitAddrsRoundRobin(t *testing.T) {
+	got, err := splitAddrs("127.0.0.1:1, 127.0.0.1:2,[::1]:3")
+	if err != nil || !slices.Equal(got, []string{"127.0.0.1:1", "127.0.0.1:2", "[::1]:3"}) {
+		t.Fatalf("splitAddrs = %q, %v", got, err)
+	}
+	if got, err := splitAddrs("127.0.0.1:2424"); err != nil || len(got) != 1 {
+		t.Fatalf("one address: %q, %v", got, err)
+	}
+	for _, bad := range []string{"", "127.0.0.1:1,", "127.0.0.1:1,,127.0.0.1:2", "localhost"} {
+		if _, err := splitAddrs(bad); err == nil {
+			t.Errorf("splitAddrs(%q) accepted", bad)
+		}
+	}
+	addrs := []string{"a", "b", "c"}
+	var seq []string
+	for i := 0; i < 7; i++ {
+		seq = append(seq, addrFor(addrs, i))
+	}
+	if strings.Join(seq, "") != "abcabca" {
+		t.Fatalf("round-robin order %v", seq)
+	}
+}
+
+// counting wraps a connection handler and counts the connections it got.
+func counting(n *int64, mu *sync.Mutex, serve func(net.Conn)) func(net.Conn) {
+	return func(c net.Conn) {
+		mu.Lock()
+		*n++
+		mu.Unlock()
+		serve(c)
+	}
+}
+
+func TestLMTPSpreadsConnectionsOverAddresses(t *testing.T) {
+	var mu sync.Mutex
+	counts := make([]int64, 3)
+	servers := make([]*fakeServer, 3)
+	var addrs []string
+	for i := range servers {
+		servers[i] = &fakeServer{boxes: map[string][][]byte{}}
+		addrs = append(addrs, listen(t, counting(&counts[i], &mu, servers[i].serveLMTP)))
+	}
+	p := smallMix(60)
+	msgs := p.Generate()
+	want := 0
+	for _, m := range msgs {
+		want += len(m.Rcpts)
+	}
+	st, err := runLMTP(context.Background(), lmtpOptions{Addr: strings.Join(addrs, ","), Conns: 5, Sender: "s@example.net",
+		LHLO: "t", OpTimeout: 10 * time.Second}, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := slices.Clone(counts)
+	mu.Unlock()
+	if !slices.Equal(got, []int64{2, 2, 1}) { // connections 0,3 / 1,4 / 2
+		t.Fatalf("connections per address %v, want [2 2 1]", got)
+	}
+	sum, stored := 0, 0
+	for i, n := range st.PerAddr {
+		sum += n
+		servers[i].mu.Lock()
+		for _, box := range servers[i].boxes {
+			stored += len(box)
+		}
+		if n == 0 {
+			t.Errorf("address %d delivered nothing", i)
+		}
+		servers[i].mu.Unlock()
+	}
+	if st.Deliveries != want || st.Failures != 0 || sum != want || stored != want || len(st.PerAddr) != 3 {
+		t.Fatalf("%d deliveries (want %d), per address %v, %d stored, %d failures", st.Deliveries, want, st.PerAddr, stored, st.Failures)
+	}
+	if st.CPU != nil {
+		t.Fatal("CPU accounted without -cpu-watch")
+	}
+}
+
+// fakeIMAP is just enough IMAP server for the select step: LOGIN, SELECT
+// (always exists messages), LOGOUT.
+func fakeIMAP(exists int) func(net.Conn) {
+	return func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "* OK fake IMAP\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, rest, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			verb, _, _ := strings.Cut(rest, " ")
+			switch strings.ToUpper(verb) {
+			case "LOGIN":
+				fmt.Fprintf(c, "%s OK logged in\r\n", tag)
+			case "SELECT":
+				fmt.Fprintf(c, "* %d EXISTS\r\n* OK [UIDVALIDITY 1] x\r\n%s OK [READ-WRITE] selected\r\n", exists, tag)
+			case "LOGOUT":
+				fmt.Fprintf(c, "* BYE bye\r\n%s OK done\r\n", tag)
+				return
+			default:
+				fmt.Fprintf(c, "%s BAD unknown\r\n", tag)
+			}
+		}
+	}
+}
+
+func TestIMAPSpreadsClientsOverAddresses(t *testing.T) {
+	var mu sync.Mutex
+	counts := make([]int64, 2)
+	var addrs []string
+	for i := range counts {
+		addrs = append(addrs, listen(t, counting(&counts[i], &mu, fakeIMAP(3))))
+	}
+	mb := &imapMailbox{ids: []int{0, 1, 2}, uids: []uint32{1, 2, 3}, uidOf: map[int]uint32{0: 1, 1: 2, 2: 3},
+		idOf: map[uint32]int{1: 0, 2: 1, 3: 2}}
+	watch, err := parseCPUWatch(fmt.Sprintf("self=%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := &imapOptions{Addr: addrs[0], Addrs: addrs, User: "u", Password: "p", OpTimeout: 5 * time.Second,
+		Duration: 20 * time.Millisecond, MinOps: 2, CPU: watch}
+	st := runIMAPStep(context.Background(), opt, mb, "select", 5)
+	if st.Failures > 0 || st.Ops < 10 {
+		t.Fatalf("select step: %d ops, errors %v", st.Ops, st.Errors)
+	}
+	mu.Lock()
+	got := slices.Clone(counts)
+	mu.Unlock()
+	if !slices.Equal(got, []int64{3, 2}) { // clients 0,2,4 / 1,3
+		t.Fatalf("connections per address %v, want [3 2]", got)
+	}
+	for _, k := range []string{"cpu_s_self", "cpu_s_mailbench", "cpu_s_machine", "cpu_s_other", "cpus"} {
+		if _, ok := st.CPU[k]; !ok && runtime.GOOS == "linux" {
+			t.Errorf("CPU details lack %s: %v", k, st.CPU)
+		}
+	}
+	// One address: every client there, as before.
+	mu.Lock()
+	counts[0], counts[1] = 0, 0
+	mu.Unlock()
+	opt = &imapOptions{Addr: addrs[1], User: "u", Password: "p", OpTimeout: 5 * time.Second, Duration: time.Millisecond, MinOps: 1}
+	if st := runIMAPStep(context.Background(), opt, mb, "select", 3); st.Failures > 0 || st.CPU != nil {
+		t.Fatalf("one address: %v, CPU %v", st.Errors, st.CPU)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if counts[0] != 0 || counts[1] != 3 {
+		t.Fatalf("one address: connections %v", counts)
+	}
+}
+
+func TestParseStatCPUAndWatch(t *testing.T) {
+	line := []byte("4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 25 7 3 20 0 1 0 100 0 0")
+	if n, ok := parseStatCPU(line); !ok || n != 150+25+7+3 {
+		t.Fatalf("parseStatCPU = %d, %v", n, ok)
+	}
+	if _, ok := parseStatCPU([]byte("4242 (short) S 1 2")); ok {
+		t.Fatal("a short line parsed")
+	}
+	for _, bad := range []string{"x", "a=", "=1", "a=0", "a b=1", "a=1,b"} {
+		if _, err := parseCPUWatch(bad); err == nil {
+			t.Errorf("parseCPUWatch(%q) accepted", bad)
+		}
+	}
+	w, err := parseCPUWatch("pg=1,nodes=2,nodes=3")
+	if err != nil || !slices.Equal(w.labels, []string{"pg", "nodes"}) || !slices.Equal(w.roots["nodes"], []int{2, 3}) {
+		t.Fatalf("parseCPUWatch: %+v, %v", w, err)
+	}
+	if w, err := parseCPUWatch(""); w != nil || err != nil {
+		t.Fatalf("empty -cpu-watch: %v, %v", w, err)
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	w, _ = parseCPUWatch(fmt.Sprintf("me=%d", os.Getpid()))
+	s0 := w.snap()
+	x := 0
+	for t0 := time.Now(); time.Since(t0) < 300*time.Millisecond; {
+		x += len(strconv.Itoa(x))
+	}
+	d := map[string]float64{}
+	w.since(s0, d)
+	if d["cpu_s_me"] < 0.05 || d["cpu_s_mailbench"] < 0.05 || d["cpu_s_machine"] < d["cpu_s_mailbench"]-0.02 || d["cpus"] < 1 {
+		t.Fatalf("300 ms of spinning accounted as %v (x %d)", d, x)
+	}
+}
+
+func TestScaleReportRows(t *testing.T) {
+	lat := &Percentiles{P50: 10, P99: 40}
+	cpu := func(nodes, pg float64) map[string]float64 {
+		return map[string]float64{"cpu_s_nodes": nodes, "cpu_s_postgres": pg, "cpu_s_mailbench": 1, "cpu_s_other": 0.5, "cpu_s_machine": nodes + pg + 1.5, "cpus": 2}
+	}
+	results := []Result{
+		{Kind: "lmtp", Server: "embedded", Concurrency: 8, PerSec: 800, Deliveries: 8000, Seconds: 10, LatencyMs: lat, Details: cpu(15, 0)},
+		{Kind: "lmtp", Server: "pg-1-node", Concurrency: 8, PerSec: 400, Deliveries: 8000, Seconds: 20, LatencyMs: lat, Details: cpu(20, 16)},
+		{Kind: "lmtp-fill", Server: "pg-1-node", Concurrency: 8, PerSec: 1},
+		{Kind: "imap", Op: "mixed", Server: "embedded", Concurrency: 8, PerSec: 20, Ops: 200, Seconds: 10, LatencyMs: lat},
+		{Kind: "imap", Op: "mixed", Server: "pg-2-nodes", Concurrency: 8, PerSec: 10, Ops: 100, Seconds: 10, LatencyMs: lat},
+	}
+	configs := []string{"embedded", "pg-1-node", "pg-2-nodes"}
+	rows := buildScaleRows(results, configs, "embedded")
+	find := func(m string) ScaleRow {
+		for _, r := range rows {
+			if r.Metric == m {
+				return r
+			}
+		}
+		var names []string
+		for _, r := range rows {
+			names = append(names, r.Metric)
+		}
+		t.Fatalf("no row %q in\n%s", m, strings.Join(names, "\n"))
+		return ScaleRow{}
+	}
+	r := find("LMTP 8 conn deliveries/s")
+	if *r.Values[1] != 400 || *r.Ratios[1] != 0.5 || r.Values[2] != nil {
+		t.Fatalf("lmtp row %+v", r)
+	}
+	if r := find("LMTP 8 conn: CPU ms per delivery, postgres"); *r.Values[1] != 2 || r.Ratios != nil {
+		t.Fatalf("pg cpu row %+v", r)
+	}
+	if r := find("LMTP 8 conn: % of all CPUs, nodes"); *r.Values[0] != 75 || *r.Values[1] != 50 {
+		t.Fatalf("share row %+v", r)
+	}
+	if r := find("IMAP mixed client profile (cycles), 8 clients: ops/s"); *r.Ratios[2] != 0.5 || r.Values[1] != nil {
+		t.Fatalf("imap row %+v", r)
+	}
+	if rows[0].Metric != "LMTP 8 conn deliveries/s" {
+		t.Fatalf("first row %q", rows[0].Metric)
+	}
+	var b strings.Builder
+	printScaleMarkdown(&b, rows, configs)
+	if !strings.Contains(b.String(), "| LMTP 8 conn deliveries/s | 800 (1.00) | 400 (0.50) | - |") {
+		t.Fatalf("markdown:\n%s", b.String())
 	}
 }
