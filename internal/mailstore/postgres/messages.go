@@ -25,12 +25,13 @@ type msgRow struct {
 	blobRow int64 // blobs.id
 }
 
-// msgCols selects a message ("m") with its blob's hash. The hash is a
-// scalar subquery, not a join: one primary-key lookup per row returned,
-// whatever the size of the blobs table (a join may be planned as a hash
-// join that reads every blob row of the database).
+// msgCols selects a message ("m") with its blob's hash, kept on the row
+// (migration 2). Rows inserted by a node of the previous version lack it;
+// for those the hash is looked up by a scalar subquery (evaluated only
+// when blob_hash is NULL), not a join: one primary-key lookup per such
+// row, whatever the size of the blobs table.
 const msgCols = `m.uid, m.modseq, m.flags, m.internal_date, m.save_date, m.size,
-	(SELECT hash FROM blobs WHERE id = m.blob_id), m.seen, m.blob_id`
+	coalesce(m.blob_hash, (SELECT hash FROM blobs WHERE id = m.blob_id)), m.seen, m.blob_id`
 
 func scanMsg(row pgx.Row) (msgRow, error) {
 	var r msgRow
@@ -166,7 +167,7 @@ func insertRows(ctx context.Context, tx pgx.Tx, mb *mailstore.Mailbox, now time.
 	n := len(msgs)
 	var (
 		uids, modseqs, idates, sdates, sizes, blobRows = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		flags                                          = make([]string, n)
+		flags, hashes                                  = make([]string, n), make([]string, n)
 		seen, deleted                                  = make([]bool, n), make([]bool, n)
 		out                                            = make([]mailstore.Message, n)
 	)
@@ -189,7 +190,7 @@ func insertRows(ctx context.Context, tx pgx.Tx, mb *mailstore.Mailbox, now time.
 		flags[i] = encodeFlags(f)
 		seen[i] = slices.Contains(f, mailstore.FlagSeen)
 		deleted[i] = slices.Contains(f, mailstore.FlagDeleted)
-		idates[i], sdates[i], sizes[i], blobRows[i] = nanos(m.date), sdate, m.size, m.blobRow
+		idates[i], sdates[i], sizes[i], blobRows[i], hashes[i] = nanos(m.date), sdate, m.size, m.blobRow, m.blobID
 		mb.UIDNext++
 		mb.HighestModSeq++
 		mb.Messages++
@@ -199,9 +200,9 @@ func insertRows(ctx context.Context, tx pgx.Tx, mb *mailstore.Mailbox, now time.
 		mb.Size += m.size
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date, save_date, size, blob_id)
-		SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])`,
-		mb.ID, uids, modseqs, flags, seen, deleted, idates, sdates, sizes, blobRows)
+	b.Queue(`INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date, save_date, size, blob_id, blob_hash)
+		SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])`,
+		mb.ID, uids, modseqs, flags, seen, deleted, idates, sdates, sizes, blobRows, hashes)
 	if save {
 		queueSaveMailbox(b, mb)
 	}

@@ -92,6 +92,17 @@ CREATE TABLE expunged (
 );
 CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
 `,
+	// 2: the blob's hash (the BlobID) on the message row, so that listing
+	// messages (FETCH FLAGS of a whole mailbox) needs no lookup in blobs
+	// per row: that lookup was about half of PostgreSQL's time in the
+	// IMAP benchmark (docs/benchmarks.md, scale-out). Nullable, and read
+	// as coalesce(blob_hash, lookup), so that nodes of the previous
+	// version, which insert rows without it, keep working during a
+	// rolling upgrade.
+	`
+ALTER TABLE messages ADD COLUMN blob_hash text;
+UPDATE messages m SET blob_hash = b.hash FROM blobs b WHERE b.id = m.blob_id;
+`,
 }
 
 // Migrate brings the schema of the database at url up to date and returns

@@ -269,9 +269,13 @@ func (s *Store) ImportMessages(ctx context.Context, mailboxID int64, msgs []mail
 			addSize += sds[i].size
 		}
 		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date, save_date, size, blob_id)
-			SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])`,
-			mb.ID, uids, modseqs, fl, seen, deleted, idates, sdates, sizes, blobRows)
+		hashes := make([]string, n)
+		for i := range msgs {
+			hashes[i] = sds[i].id
+		}
+		b.Queue(`INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date, save_date, size, blob_id, blob_hash)
+			SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])`,
+			mb.ID, uids, modseqs, fl, seen, deleted, idates, sdates, sizes, blobRows, hashes)
 		b.Queue(`UPDATE mailboxes SET messages = messages + $2, unseen = unseen + $3, size = size + $4 WHERE id = $1`,
 			mb.ID, addMsgs, addUnseen, addSize)
 		return tx.SendBatch(ctx, b).Close()
