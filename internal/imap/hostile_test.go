@@ -374,8 +374,10 @@ func TestHostileSlowLoris(t *testing.T) {
 		"a NOOP and then some more octets, one by one\r\n",
 		"b LOGIN " + testUser + " {30}\r\n" + strings.Repeat("p", 30) + "\r\n",
 	} {
-		c := e.dial()
+		// The server's idle clock starts at accept, before the
+		// greeting dial reads: start ours before dialling.
 		start := time.Now()
+		c := e.dial()
 		stop := make(chan struct{})
 		go func() {
 			// The hostile client: one octet every 20 ms, forever.

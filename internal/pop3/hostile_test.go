@@ -242,8 +242,10 @@ func TestHostileHalfOpenAndSlowLoris(t *testing.T) {
 	e.logHas("reason=client closed connection")
 
 	// One octet every 20 ms, forever: closed at the idle timeout.
-	c := e.dial()
+	// The server's idle clock starts at accept, before the greeting
+	// dial reads: start ours before dialling.
 	start := time.Now()
+	c := e.dial()
 	stop := make(chan struct{})
 	go func() {
 		payload := "USER " + testUser + " and more octets\r\n"

@@ -250,13 +250,17 @@ func TestHostileHalfOpenAndSlowLoris(t *testing.T) {
 		{[]string{"EHLO slow.example", "MAIL FROM:<a@example.org>", "RCPT TO:<user@example.org>", "DATA"},
 			"Subject: a header line that never ends"},
 	} {
+		// The server's clock restarts when it reads a command (or at
+		// accept); ours restarts before we send one, so it never runs
+		// behind the server's.
+		start := time.Now()
 		c := dial(t, e.addr)
 		c.expectReply("220 ")
 		for _, p := range tc.prep {
+			start = time.Now()
 			c.send(p + "\r\n")
 			c.reply()
 		}
-		start := time.Now()
 		stop := make(chan struct{})
 		go func() {
 			for i := 0; ; i++ {
