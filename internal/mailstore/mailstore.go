@@ -17,6 +17,7 @@ package mailstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -250,6 +251,24 @@ type AppendMessage struct {
 	Spool Spool
 	Flags []string
 	Date  time.Time
+}
+
+// CheckAppend checks what can be checked of an AppendMany call without the
+// store: a spool for every message and valid flags, returned canonical per
+// message. Backends call it before they touch anything.
+func CheckAppend(msgs []AppendMessage) ([][]string, error) {
+	flags := make([][]string, len(msgs))
+	for i, m := range msgs {
+		if m.Spool == nil {
+			return nil, fmt.Errorf("mailstore: message %d: nil spool", i+1)
+		}
+		f, err := CanonicalFlags(m.Flags)
+		if err != nil {
+			return nil, err
+		}
+		flags[i] = f
+	}
+	return flags, nil
 }
 
 // Blob is an open, immutable message body.

@@ -543,16 +543,9 @@ func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstor
 			}
 		}
 	}()
-	flags := make([][]string, len(msgs))
-	for i, m := range msgs {
-		if m.Spool == nil {
-			return nil, fmt.Errorf("postgres: message %d: nil spool", i+1)
-		}
-		f, err := mailstore.CanonicalFlags(m.Flags)
-		if err != nil {
-			return nil, err
-		}
-		flags[i] = f
+	flags, err := mailstore.CheckAppend(msgs)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.enter(); err != nil {
 		return nil, err
@@ -588,7 +581,7 @@ func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstor
 	now := time.Now()
 	var out []mailstore.Message
 	var acct int64
-	err := s.txn(ctx, func(tx pgx.Tx) error {
+	err = s.txn(ctx, func(tx pgx.Tx) error {
 		blobRows := make([]int64, len(sds))
 		byHash := map[string]int64{}
 		for _, i := range order {

@@ -226,16 +226,9 @@ func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstor
 			}
 		}
 	}()
-	flags := make([][]string, len(msgs))
-	for i, m := range msgs {
-		if m.Spool == nil {
-			return nil, fmt.Errorf("sqlite: message %d: nil spool", i+1)
-		}
-		f, err := mailstore.CanonicalFlags(m.Flags)
-		if err != nil {
-			return nil, err
-		}
-		flags[i] = f
+	flags, err := mailstore.CheckAppend(msgs)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.enter(); err != nil {
 		return nil, err
@@ -255,7 +248,7 @@ func (s *Store) AppendMany(ctx context.Context, mailboxID int64, msgs []mailstor
 	}
 	now := time.Now()
 	out := make([]mailstore.Message, len(msgs))
-	err := s.submit(ctx, &op{run: func(w *writer) error {
+	err = s.submit(ctx, &op{run: func(w *writer) error {
 		// The mailbox and the quota are checked before any spool is
 		// moved into the blob tree, so that appending to a deleted
 		// mailbox, or over quota, leaves no orphan files.
